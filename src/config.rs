@@ -1,0 +1,187 @@
+//! Configuration from the environment (and an optional `.env`). Every variable is listed in
+//! `.env.example` with its default. A bad value stops start-up with one line naming it,
+//! rather than surfacing later as a confusing runtime failure.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub mongodb_uri: Option<String>,
+    pub mongodb_database: Option<String>,
+    pub mongodb_pool_size: u32,
+    pub mongodb_timeout: Duration,
+    pub redis_url: Option<String>,
+    /// `None`: no secret configured; start-up generates a random one and says so loudly.
+    pub jwt_secret: Option<String>,
+    /// Allowed origins; `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+    pub agent_service_url: Option<String>,
+    pub internal_service_token: Option<String>,
+    pub allow_legacy_widget_tokens: bool,
+    pub legacy_events: bool,
+    pub rate_limit_max: u64,
+    pub rate_limit_window: Duration,
+    pub socket_message_limit: u64,
+    pub socket_typing_limit: u64,
+    pub socket_limit_window: Duration,
+    pub max_connections: usize,
+    pub log_json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads the process environment, after loading `.env` if one exists.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Builds a configuration from any key lookup; tests pass a map instead of the environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        Ok(Config {
+            host: parse(&var, "HOST", "0.0.0.0")?,
+            port: parse(&var, "PORT", "4004")?,
+            data_dir: PathBuf::from(var("DATA_DIR").unwrap_or_else(|| "./data".into())),
+            mongodb_uri: var("MONGODB_URI").or_else(|| var("MONGO_URL")),
+            mongodb_database: var("MONGODB_DATABASE"),
+            mongodb_pool_size: parse_range(&var, "MONGODB_POOL_SIZE", "20", 1, 1000)? as u32,
+            mongodb_timeout: Duration::from_millis(parse_range(&var, "MONGODB_TIMEOUT_MS", "5000", 100, 120_000)?),
+            redis_url: var("REDIS_URL"),
+            jwt_secret: var("JWT_SECRET"),
+            cors_origins: var("SOCKET_CORS_ORIGINS")
+                .or_else(|| var("ALLOWED_ORIGINS"))
+                .unwrap_or_else(|| "*".into())
+                .split(',')
+                .map(|s| s.trim().trim_end_matches('/').to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            agent_service_url: var("AGENT_SERVICE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            internal_service_token: var("INTERNAL_SERVICE_TOKEN"),
+            allow_legacy_widget_tokens: parse_bool(&var, "ALLOW_LEGACY_WIDGET_TOKENS", false)?,
+            legacy_events: parse_bool(&var, "LEGACY_EVENTS", true)?,
+            rate_limit_max: parse_range(&var, "RATE_LIMIT_MAX", "500", 1, u32::MAX as u64)?,
+            rate_limit_window: Duration::from_millis(parse_range(&var, "RATE_LIMIT_WINDOW_MS", "900000", 1, 86_400_000)?),
+            socket_message_limit: parse_range(&var, "SOCKET_MESSAGE_LIMIT", "60", 1, 1_000_000)?,
+            socket_typing_limit: parse_range(&var, "SOCKET_TYPING_LIMIT", "120", 1, 1_000_000)?,
+            socket_limit_window: Duration::from_millis(parse_range(&var, "SOCKET_LIMIT_WINDOW_MS", "60000", 1, 86_400_000)?),
+            max_connections: parse_range(&var, "MAX_CONNECTIONS", "100000", 1, 10_000_000)? as usize,
+            log_json: var("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
+        })
+        .and_then(Config::checked)
+    }
+
+    fn checked(self) -> Result<Self, ConfigError> {
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < 16
+        {
+            return Err(ConfigError {
+                name: "JWT_SECRET",
+                value: "<hidden>".into(),
+                reason: "must be at least 16 characters".into(),
+            });
+        }
+        for (name, url) in [("AGENT_SERVICE_URL", &self.agent_service_url), ("REDIS_URL", &self.redis_url)] {
+            if let Some(u) = url
+                && !u.contains("://")
+            {
+                return Err(ConfigError { name, value: u.clone(), reason: "must be a URL".into() });
+            }
+        }
+        if let Some(u) = &self.mongodb_uri
+            && !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://"))
+        {
+            return Err(ConfigError {
+                name: "MONGODB_URI",
+                value: u.clone(),
+                reason: "must start with mongodb:// or mongodb+srv://".into(),
+            });
+        }
+        Ok(self)
+    }
+
+    pub fn cors_any(&self) -> bool {
+        self.cors_origins.iter().any(|o| o == "*")
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let value = var(name).unwrap_or_else(|| default.to_string());
+    value.parse().map_err(|e: T::Err| ConfigError { name, value, reason: e.to_string() })
+}
+
+fn parse_range(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let n: u64 = parse(var, name, default)?;
+    if n < min || n > max {
+        return Err(ConfigError { name, value: n.to_string(), reason: format!("must be between {min} and {max}") });
+    }
+    Ok(n)
+}
+
+fn parse_bool(var: &impl Fn(&str) -> Option<String>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match var(name).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+        Some(value) => Err(ConfigError { name, value, reason: "must be true or false".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.port, 4004);
+        assert_eq!(c.rate_limit_max, 500);
+        assert_eq!(c.rate_limit_window, Duration::from_secs(900));
+        assert!(c.legacy_events);
+        assert!(!c.allow_legacy_widget_tokens);
+        assert!(c.cors_any());
+    }
+
+    #[test]
+    fn aliases_and_errors_name_the_variable() {
+        let c = cfg(&[("MONGO_URL", "mongodb://x/db"), ("ALLOWED_ORIGINS", "http://a, http://b/")]).unwrap();
+        assert_eq!(c.mongodb_uri.as_deref(), Some("mongodb://x/db"));
+        assert_eq!(c.cors_origins, vec!["http://a", "http://b"]);
+        let e = cfg(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(e.name, "PORT");
+        assert_eq!(cfg(&[("LEGACY_EVENTS", "maybe")]).unwrap_err().name, "LEGACY_EVENTS");
+        assert_eq!(cfg(&[("RATE_LIMIT_MAX", "0")]).unwrap_err().name, "RATE_LIMIT_MAX");
+        assert_eq!(cfg(&[("JWT_SECRET", "short")]).unwrap_err().name, "JWT_SECRET");
+    }
+}

@@ -1,0 +1,393 @@
+//! Messages: the document, its enums, and the rules for what a client may send.
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use validator::Validate;
+
+use super::time::{to_iso, Timestamp};
+use super::{parse_thread_id, sanitize_text, ValidationError};
+
+/// Longest message content, in characters, after trimming.
+pub const MAX_CONTENT_CHARS: usize = 10_000;
+/// More attachments than this on one message are dropped.
+pub const MAX_ATTACHMENTS: usize = 20;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [&'static str] = &[$($text),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some(Self::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+string_enum!(
+    /// Who wrote a message.
+    SenderType { User => "user", Agent => "agent", System => "system" }
+);
+string_enum!(
+    /// The chat-completion role of a message, derived from its sender.
+    Role { User => "user", Assistant => "assistant", System => "system" }
+);
+string_enum!(
+    MessageType {
+        Text => "text", Audio => "audio", Video => "video", File => "file", Image => "image",
+        System => "system",
+    }
+);
+
+impl SenderType {
+    pub fn role(self) -> Role {
+        match self {
+            SenderType::User => Role::User,
+            SenderType::Agent => Role::Assistant,
+            SenderType::System => Role::System,
+        }
+    }
+}
+
+impl MessageType {
+    /// Message types a client may choose; `system` is reserved for the service itself.
+    pub fn parse_client(s: &str) -> Result<Self, ValidationError> {
+        match Self::parse(s) {
+            Some(t) if t != MessageType::System => Ok(t),
+            _ => Err(ValidationError::field(
+                "Invalid message data",
+                "messageType",
+                "must be one of text, audio, video, file, image",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+pub struct Attachment {
+    #[validate(url, length(max = 2048))]
+    pub url: String,
+    #[serde(rename = "type")]
+    #[validate(length(min = 1, max = 100))]
+    pub kind: String,
+    #[validate(length(min = 1, max = 255))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// A stored message. Serialized with both `_id` and `id` (the widget de-duplicates by `id`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    pub thread_id: Option<String>,
+    pub sender_type: SenderType,
+    pub sender_id: String,
+    pub role: Role,
+    pub content: String,
+    pub message_type: MessageType,
+    pub attachments: Vec<Attachment>,
+    pub ai_metadata: Option<Map<String, Value>>,
+    pub metadata: Map<String, Value>,
+    pub created_at: Timestamp,
+}
+
+impl Message {
+    pub fn is_deleted(&self) -> bool {
+        self.metadata.get("deleted_at").is_some_and(|v| !v.is_null())
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("_id", &self.id)?;
+        m.serialize_entry("id", &self.id)?;
+        m.serialize_entry("conversation_id", &self.conversation_id)?;
+        m.serialize_entry("thread_id", &self.thread_id)?;
+        m.serialize_entry("sender_type", &self.sender_type)?;
+        m.serialize_entry("sender_id", &self.sender_id)?;
+        m.serialize_entry("role", &self.role)?;
+        m.serialize_entry("content", &self.content)?;
+        m.serialize_entry("message_type", &self.message_type)?;
+        m.serialize_entry("attachments", &self.attachments)?;
+        if let Some(ai) = &self.ai_metadata {
+            m.serialize_entry("ai_metadata", ai)?;
+        }
+        m.serialize_entry("metadata", &self.metadata)?;
+        m.serialize_entry("created_at", &to_iso(&self.created_at))?;
+        m.end()
+    }
+}
+
+/// A reaction kept under `metadata.reactions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub user_id: String,
+    pub created_at: String,
+}
+
+/// Trims, length-checks and sanitizes message content.
+pub fn clean_content(raw: &str) -> Result<String, ValidationError> {
+    let trimmed = raw.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 {
+        return Err(ValidationError::field("Invalid message data", "content", "must not be empty"));
+    }
+    if chars > MAX_CONTENT_CHARS {
+        return Err(ValidationError::field(
+            "Invalid message data",
+            "content",
+            format!("must be at most {MAX_CONTENT_CHARS} characters"),
+        ));
+    }
+    let clean = sanitize_text(trimmed);
+    if clean.trim().is_empty() {
+        return Err(ValidationError::field(
+            "Invalid message data",
+            "content",
+            "is empty once unsafe markup is removed",
+        ));
+    }
+    Ok(clean)
+}
+
+/// Keeps the valid attachments of whatever the client sent: an array, or the same array as a
+/// JSON string (the deployed clients do both). Invalid entries are dropped, not fatal.
+pub fn lenient_attachments(v: &Value) -> Vec<Attachment> {
+    let parsed;
+    let items = match v {
+        Value::Array(items) => items,
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Array(items)) => {
+                parsed = items;
+                &parsed
+            }
+            _ => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    items
+        .iter()
+        .filter_map(|item| serde_json::from_value::<Attachment>(item.clone()).ok())
+        .filter(|a| a.validate().is_ok() && has_safe_scheme(&a.url))
+        .map(|mut a| {
+            a.name = sanitize_text(&a.name);
+            a
+        })
+        .take(MAX_ATTACHMENTS)
+        .collect()
+}
+
+/// Attachments are fetched by browsers: only web URLs, never `javascript:` or `data:`.
+fn has_safe_scheme(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    lower.starts_with("https://") || lower.starts_with("http://")
+}
+
+fn lenient_attachments_de<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attachment>, D::Error> {
+    Ok(lenient_attachments(&Value::deserialize(d)?))
+}
+
+/// A string-or-number field that should end up a string (client temp ids are either).
+fn stringish<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// What a client sends to post a message (`message:send`, or a REST POST body).
+/// Field names follow the socket payload; REST's snake_case spellings are accepted too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageInput {
+    #[serde(default, alias = "conversation_id")]
+    pub conversation_id: Option<Value>,
+    #[serde(default)]
+    pub content: Option<Value>,
+    #[serde(default, alias = "message_type")]
+    pub message_type: Option<Value>,
+    #[serde(default, alias = "thread_id")]
+    pub thread_id: Option<Value>,
+    #[serde(default, deserialize_with = "lenient_attachments_de")]
+    pub attachments: Vec<Attachment>,
+    #[serde(default, alias = "temp_id", deserialize_with = "stringish")]
+    pub temp_id: Option<String>,
+}
+
+/// A message ready to store: every field checked and cleaned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidMessage {
+    pub content: String,
+    pub message_type: MessageType,
+    pub thread_id: Option<String>,
+    pub attachments: Vec<Attachment>,
+}
+
+impl SendMessageInput {
+    pub fn from_value(v: Value) -> Result<Self, ValidationError> {
+        if !v.is_object() {
+            return Err(ValidationError::field("Invalid message data", "payload", "must be an object"));
+        }
+        serde_json::from_value(v).map_err(|e| {
+            ValidationError::field("Invalid message data", "payload", e.to_string())
+        })
+    }
+
+    pub fn validate(&self, default_type: MessageType) -> Result<ValidMessage, ValidationError> {
+        let content = match &self.content {
+            Some(Value::String(s)) => clean_content(s)?,
+            Some(_) => {
+                return Err(ValidationError::field("Invalid message data", "content", "must be a string"))
+            }
+            None => return Err(ValidationError::field("Invalid message data", "content", "is required")),
+        };
+        let message_type = match &self.message_type {
+            None | Some(Value::Null) => default_type,
+            Some(Value::String(s)) => MessageType::parse_client(s)?,
+            Some(_) => {
+                return Err(ValidationError::field("Invalid message data", "messageType", "must be a string"))
+            }
+        };
+        let thread_id = optional_thread_id(self.thread_id.as_ref(), "threadId")?;
+        Ok(ValidMessage { content, message_type, thread_id, attachments: self.attachments.clone() })
+    }
+}
+
+/// `threadId` may be absent, null (main thread) or a thread id string; nothing else.
+pub fn optional_thread_id(v: Option<&Value>, field: &str) -> Result<Option<String>, ValidationError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => parse_thread_id(field, s).map(Some),
+        Some(_) => Err(ValidationError::field("Invalid message data", field, "must be a string or null")),
+    }
+}
+
+/// Adds or removes `user_id`'s `emoji` in a reactions list: the same emoji again removes it,
+/// `None` removes every reaction of that user.
+pub fn toggle_reaction(reactions: &mut Vec<Reaction>, user_id: &str, emoji: Option<&str>, at: &Timestamp) {
+    match emoji {
+        None => reactions.retain(|r| r.user_id != user_id),
+        Some(e) => {
+            let before = reactions.len();
+            reactions.retain(|r| !(r.user_id == user_id && r.emoji == e));
+            if reactions.len() == before {
+                reactions.push(Reaction {
+                    emoji: e.to_string(),
+                    user_id: user_id.to_string(),
+                    created_at: to_iso(at),
+                });
+            }
+        }
+    }
+}
+
+/// Checks a reaction emoji: a short, markup-free string.
+pub fn clean_emoji(raw: &str) -> Result<String, ValidationError> {
+    let e = raw.trim();
+    if e.is_empty() || e.chars().count() > 32 || e.contains(['<', '>', '&', '"']) {
+        return Err(ValidationError::field("Invalid message data", "reaction", "must be a short emoji"));
+    }
+    Ok(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(v: Value) -> Result<ValidMessage, ValidationError> {
+        SendMessageInput::from_value(v)?.validate(MessageType::Text)
+    }
+
+    #[test]
+    fn content_limits() {
+        assert!(input(json!({"content": "   "})).is_err());
+        assert!(input(json!({"content": "x".repeat(10_001)})).is_err());
+        assert!(input(json!({"content": "x".repeat(10_000)})).is_ok());
+        assert!(input(json!({"content": 5})).is_err());
+        assert!(input(json!({})).is_err());
+        assert_eq!(input(json!({"content": "  hi  "})).unwrap().content, "hi");
+    }
+
+    #[test]
+    fn message_type_rules() {
+        assert_eq!(input(json!({"content": "a"})).unwrap().message_type, MessageType::Text);
+        assert_eq!(input(json!({"content": "a", "messageType": "image"})).unwrap().message_type, MessageType::Image);
+        assert!(input(json!({"content": "a", "messageType": "system"})).is_err());
+        assert!(input(json!({"content": "a", "messageType": "gif"})).is_err());
+    }
+
+    #[test]
+    fn attachments_as_array_or_string_invalid_dropped() {
+        let good = json!({"url": "https://x.test/a.png", "type": "image", "name": "a.png", "size": 3});
+        let bad = json!({"url": "javascript:alert(1)", "type": "image", "name": "b"});
+        let arr = input(json!({"content": "a", "attachments": [good, bad, 7]})).unwrap();
+        assert_eq!(arr.attachments.len(), 1);
+        let s = serde_json::to_string(&json!([good])).unwrap();
+        assert_eq!(input(json!({"content": "a", "attachments": s})).unwrap().attachments.len(), 1);
+        assert!(input(json!({"content": "a", "attachments": "not json"})).unwrap().attachments.is_empty());
+    }
+
+    #[test]
+    fn thread_id_null_is_main() {
+        assert_eq!(input(json!({"content": "a", "threadId": null})).unwrap().thread_id, None);
+        assert!(input(json!({"content": "a", "threadId": {"$ne": null}})).is_err());
+    }
+
+    #[test]
+    fn reactions_toggle() {
+        let at = crate::domain::time::now();
+        let mut r = Vec::new();
+        toggle_reaction(&mut r, "u1", Some("👍"), &at);
+        toggle_reaction(&mut r, "u2", Some("👍"), &at);
+        assert_eq!(r.len(), 2);
+        toggle_reaction(&mut r, "u1", Some("👍"), &at);
+        assert_eq!(r.len(), 1);
+        toggle_reaction(&mut r, "u2", None, &at);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn serializes_both_ids() {
+        let m = Message {
+            id: "65a1b2c3d4e5f6a7b8c9d0e1".into(),
+            conversation_id: "65a1b2c3d4e5f6a7b8c9d0e2".into(),
+            thread_id: None,
+            sender_type: SenderType::User,
+            sender_id: "u".into(),
+            role: Role::User,
+            content: "hi".into(),
+            message_type: MessageType::Text,
+            attachments: vec![],
+            ai_metadata: None,
+            metadata: Map::new(),
+            created_at: crate::domain::time::from_millis(0),
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["_id"], v["id"]);
+        assert_eq!(v["created_at"], "1970-01-01T00:00:00.000Z");
+        assert!(v["thread_id"].is_null());
+    }
+}

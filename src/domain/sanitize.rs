@@ -1,0 +1,52 @@
+//! XSS protection for user text. Content and titles are stored and broadcast already clean,
+//! so no reader (dashboard, widget, a sibling service) has to remember to escape them.
+
+use std::sync::LazyLock;
+
+use ammonia::Builder;
+
+static CLEANER: LazyLock<Builder<'static>> = LazyLock::new(|| {
+    let mut b = Builder::default();
+    // Only links that cannot run code survive; `javascript:` and `data:` URLs are dropped.
+    b.url_schemes(["http", "https", "mailto", "tel"].into_iter().collect());
+    b.link_rel(Some("noopener noreferrer nofollow"));
+    b
+});
+
+/// Removes dangerous tags (script, style, iframe...), event-handler attributes and unsafe URLs;
+/// the text itself stays. Plain text without markup comes back unchanged except that `<`, `>`
+/// and `&` that would form markup are escaped.
+pub fn sanitize_text(input: &str) -> String {
+    // Fast path: nothing that could be markup, nothing to clean. Most chat text takes it.
+    if !input.contains(['<', '>', '&']) {
+        return input.to_string();
+    }
+    CLEANER.clean(input).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_scripts_and_handlers_keeps_text() {
+        let out = sanitize_text("hello <script>alert(1)</script><b onclick=\"x()\">bold</b>");
+        assert!(!out.contains("script"));
+        assert!(!out.contains("onclick"));
+        assert!(out.contains("hello"));
+        assert!(out.contains("bold"));
+    }
+
+    #[test]
+    fn removes_javascript_urls() {
+        let out = sanitize_text("<a href=\"javascript:alert(1)\">x</a>");
+        assert!(!out.contains("javascript"));
+        let out = sanitize_text("<img src=x onerror=alert(1)>");
+        assert!(!out.contains("onerror"));
+    }
+
+    #[test]
+    fn plain_text_is_untouched() {
+        assert_eq!(sanitize_text("just words, 100% plain"), "just words, 100% plain");
+    }
+}
