@@ -24,12 +24,13 @@ string_enum!(
     Status { Active => "active", Ended => "ended", Completed => "completed", Archived => "archived" }
 );
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Thread {
     pub id: String,
     pub title: String,
-    #[serde(serialize_with = "super::time::iso::serialize")]
+    #[serde(with = "super::time::iso")]
     pub created_at: Timestamp,
+    #[serde(default)]
     pub message_count: u64,
 }
 

@@ -1,0 +1,124 @@
+//! Persistence. `Store` is the one interface the service layer talks to; `sqlite` (the
+//! embedded default) and `mongo` (production, shared with sibling services) implement it.
+//!
+//! The trait is shaped for both: ids are 24-hex strings, every conversation read is scoped by
+//! company (or explicitly unscoped for the internal API), and the operations that race between
+//! writers (thread counts, reactions, participants, metadata merges) are single store calls so
+//! each backend can make them atomic.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::domain::time::Timestamp;
+use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, ThreadScope, Thread};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now; callers answer 503 and retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored document could not be read as the contract says it should be.
+    #[error("corrupt document: {0}")]
+    Corrupt(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which company a conversation lookup is confined to. Only the internal API (authenticated
+/// by the service token) looks conversations up across companies.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Company(&'a str),
+    AnyCompany,
+}
+
+/// A page of results and the total number matching.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// How a message's metadata changes in one atomic store call.
+#[derive(Debug, Clone)]
+pub enum MessageChange {
+    /// New content (already validated and sanitized), stamping `metadata.edited_at`.
+    Content { content: String, edited_at: Timestamp },
+    /// Sets `metadata.read_at` unless already set.
+    MarkRead { at: Timestamp },
+    /// Toggles `user_id`'s `emoji` in `metadata.reactions`; `None` removes all of theirs.
+    Reaction { user_id: String, emoji: Option<String>, at: Timestamp },
+    /// Sets each key under `metadata` (enrichment such as intent and sentiment).
+    MergeMetadata(Map<String, Value>),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Name of the backend for `/health` and logs.
+    fn kind(&self) -> &'static str;
+    /// Cheap round trip proving the store answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn insert_conversation(&self, conversation: &Conversation) -> StoreResult<()>;
+    async fn get_conversation(&self, scope: Scope<'_>, id: &str) -> StoreResult<Option<Conversation>>;
+    /// Newest `started_at` first.
+    async fn list_conversations(&self, filter: &ConversationFilter) -> StoreResult<Page<Conversation>>;
+    /// Applies the changes and bumps `updated_at`; `None` when no such conversation in scope.
+    async fn update_conversation(
+        &self,
+        scope: Scope<'_>,
+        id: &str,
+        changes: &ConversationChanges,
+        at: Timestamp,
+    ) -> StoreResult<Option<Conversation>>;
+    /// Deletes the conversation and all its messages; false when not found in scope.
+    async fn delete_conversation(&self, scope: Scope<'_>, id: &str) -> StoreResult<bool>;
+    /// Adds (or with `add == false` removes) a participant; idempotent.
+    async fn set_participant(
+        &self,
+        scope: Scope<'_>,
+        id: &str,
+        user_id: &str,
+        add: bool,
+        at: Timestamp,
+    ) -> StoreResult<Option<Conversation>>;
+    async fn add_thread(&self, scope: Scope<'_>, id: &str, thread: &Thread) -> StoreResult<Option<Conversation>>;
+    async fn set_summary(&self, id: &str, summary: &str, at: Timestamp) -> StoreResult<()>;
+
+    /// Stores a message; when it belongs to a thread, that thread's `message_count` goes up by
+    /// one in the same call and the new count is returned.
+    async fn insert_message(&self, message: &Message) -> StoreResult<Option<u64>>;
+    /// A message that is not deleted.
+    async fn get_message(&self, conversation_id: &str, id: &str) -> StoreResult<Option<Message>>;
+    /// The newest `limit` messages after skipping `offset` newer ones, returned oldest first.
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        scope: &ThreadScope,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<Page<Message>>;
+    /// The newest `limit` messages of a conversation (any thread), oldest first.
+    async fn recent_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<Message>>;
+    async fn count_messages(&self, conversation_id: &str) -> StoreResult<u64>;
+    async fn update_message(
+        &self,
+        conversation_id: &str,
+        id: &str,
+        change: &MessageChange,
+    ) -> StoreResult<Option<Message>>;
+    /// Marks a message deleted (`metadata.deleted_at`); it stays stored for the audit trail.
+    async fn soft_delete_message(&self, conversation_id: &str, id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Messages of every conversation of a company, newest first, within optional dates.
+    async fn list_company_messages(
+        &self,
+        company_id: &str,
+        limit: u32,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> StoreResult<Page<Message>>;
+}
