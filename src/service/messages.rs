@@ -1,0 +1,212 @@
+//! Message operations: send, list, edit (content, read receipt, reaction), delete.
+
+use serde_json::{Map, Value};
+
+use super::events::{self, raw, MessageDeleted, MessageEdited, MessageNew, ThreadUpdated};
+use super::{ChatService, ServiceError, ServiceResult};
+use crate::auth::Principal;
+use crate::domain::time::now;
+use crate::domain::{
+    clean_content, clean_emoji, new_object_id, parse_object_id, Conversation, Message, SenderType, ThreadScope,
+    ValidMessage, ValidationError, DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT,
+};
+use crate::store::{MessageChange, Page};
+
+/// PATCH /api/conversations/:id/messages/:mid, checked. `reaction: Some(None)` removes the
+/// caller's reactions (the client sent `null`).
+#[derive(Debug, Default)]
+pub struct MessagePatch {
+    pub content: Option<String>,
+    pub mark_as_read: bool,
+    pub reaction: Option<Option<String>>,
+}
+
+impl MessagePatch {
+    pub fn from_value(v: &Value) -> Result<Self, ValidationError> {
+        let Some(obj) = v.as_object() else {
+            return Err(ValidationError::field("Validation failed", "body", "must be an object"));
+        };
+        let content = match obj.get("content") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(clean_content(s)?),
+            Some(_) => return Err(ValidationError::field("Validation failed", "content", "must be a string")),
+        };
+        let mark_as_read = match obj.get("markAsRead") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ValidationError::field("Validation failed", "markAsRead", "must be a boolean")),
+        };
+        let reaction = match obj.get("reaction") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(clean_emoji(s)?)),
+            Some(_) => return Err(ValidationError::field("Validation failed", "reaction", "must be a string or null")),
+        };
+        if content.is_none() && !mark_as_read && reaction.is_none() {
+            return Err(ValidationError::new("Validation failed").with("body", "nothing to change: send content, markAsRead or reaction"));
+        }
+        Ok(MessagePatch { content, mark_as_read, reaction })
+    }
+}
+
+/// Who a message is from, as stored.
+pub(super) struct Sender {
+    pub sender_type: SenderType,
+    pub sender_id: String,
+}
+
+impl ChatService {
+    /// Persists a user's message and broadcasts it (`message:new`, and `message` unless legacy
+    /// events are off; `thread:updated` when in a thread).
+    pub async fn send_message(&self, p: &Principal, conversation_id: &str, input: ValidMessage) -> ServiceResult<Message> {
+        let conversation = self.conversation_for(p, conversation_id).await?;
+        let sender = Sender { sender_type: SenderType::User, sender_id: p.user_id.clone() };
+        self.post_message(&conversation, sender, input, Map::new()).await
+    }
+
+    /// Stores and broadcasts a message in a conversation the caller has already been allowed into.
+    pub(super) async fn post_message(
+        &self,
+        conversation: &Conversation,
+        sender: Sender,
+        input: ValidMessage,
+        metadata: Map<String, Value>,
+    ) -> ServiceResult<Message> {
+        if let Some(t) = &input.thread_id
+            && conversation.thread(t).is_none()
+        {
+            return Err(ServiceError::NotFound("Thread not found"));
+        }
+        let message = Message {
+            id: new_object_id(),
+            conversation_id: conversation.id.clone(),
+            thread_id: input.thread_id,
+            role: sender.sender_type.role(),
+            sender_type: sender.sender_type,
+            sender_id: sender.sender_id,
+            content: input.content,
+            message_type: input.message_type,
+            attachments: input.attachments,
+            ai_metadata: None,
+            metadata,
+            created_at: now(),
+        };
+        let thread_count = self.store.insert_message(&message).await?;
+        tracing::info!(
+            target: "audit", action = "message.create", actor = %message.sender_id,
+            sender_type = %message.sender_type, conversation = %message.conversation_id, message = %message.id,
+            at = %crate::domain::time::to_iso(&message.created_at)
+        );
+        self.broadcast_message(&message.conversation_id, &raw(&message)).await;
+        if let (Some(thread_id), Some(count)) = (&message.thread_id, thread_count) {
+            let payload = raw(&ThreadUpdated { conversation_id: &message.conversation_id, thread_id, message_count: count });
+            self.emit(&message.conversation_id, events::THREAD_UPDATED, &payload).await;
+        }
+        Ok(message)
+    }
+
+    /// `message:new` (and the legacy `message`) for a message already serialized once.
+    pub(super) async fn broadcast_message(&self, conversation_id: &str, message: &serde_json::value::RawValue) {
+        if self.legacy_events {
+            self.emit(conversation_id, events::MESSAGE_LEGACY, message).await;
+        }
+        let payload = raw(&MessageNew { conversation_id, message });
+        self.emit(conversation_id, events::MESSAGE_NEW, &payload).await;
+    }
+
+    /// The newest page of a thread (or the main thread), in chronological order.
+    pub async fn list_messages(
+        &self,
+        p: &Principal,
+        conversation_id: &str,
+        thread_id: Option<&str>,
+        limit: Option<&str>,
+        offset: Option<&str>,
+    ) -> ServiceResult<(Page<Message>, u32, u64)> {
+        let c = self.conversation_for(p, conversation_id).await?;
+        let (limit, offset) = super::conversations::page_params(limit, offset, DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT)?;
+        let scope = match thread_id.map(str::trim).filter(|t| !t.is_empty() && *t != "null") {
+            None => ThreadScope::Main,
+            Some(t) => ThreadScope::Thread(crate::domain::parse_thread_id("thread_id", t)?),
+        };
+        let page = self.store.list_messages(&c.id, &scope, limit, offset).await?;
+        Ok((page, limit, offset))
+    }
+
+    pub async fn edit_message(&self, p: &Principal, conversation_id: &str, message_id: &str, patch: MessagePatch) -> ServiceResult<Message> {
+        let c = self.conversation_for(p, conversation_id).await?;
+        let message_id = parse_object_id("messageId", message_id)?;
+        let mut message =
+            self.store.get_message(&c.id, &message_id).await?.ok_or(ServiceError::NotFound("Message not found"))?;
+        let at = now();
+        let mut changes = Vec::new();
+        if let Some(content) = patch.content {
+            if message.sender_id != p.user_id {
+                return Err(ServiceError::Forbidden("Only the sender can edit this message"));
+            }
+            changes.push(MessageChange::Content { content, edited_at: at });
+        }
+        if patch.mark_as_read {
+            changes.push(MessageChange::MarkRead { at });
+        }
+        if let Some(emoji) = patch.reaction {
+            changes.push(MessageChange::Reaction { user_id: p.user_id.clone(), emoji, at });
+        }
+        for change in &changes {
+            message = self
+                .store
+                .update_message(&c.id, &message_id, change)
+                .await?
+                .ok_or(ServiceError::NotFound("Message not found"))?;
+        }
+        tracing::info!(target: "audit", action = "message.edit", actor = %p.user_id, conversation = %c.id, message = %message.id, at = %crate::domain::time::to_iso(&at));
+        self.announce_edit(&message).await;
+        Ok(message)
+    }
+
+    pub(super) async fn announce_edit(&self, message: &Message) {
+        let payload = raw(&MessageEdited { conversation_id: &message.conversation_id, message_id: &message.id, message });
+        self.emit(&message.conversation_id, events::MESSAGE_EDITED, &payload).await;
+    }
+
+    pub async fn delete_message(&self, p: &Principal, conversation_id: &str, message_id: &str) -> ServiceResult<()> {
+        let c = self.conversation_for(p, conversation_id).await?;
+        let message_id = parse_object_id("messageId", message_id)?;
+        let message =
+            self.store.get_message(&c.id, &message_id).await?.ok_or(ServiceError::NotFound("Message not found"))?;
+        if message.sender_id != p.user_id && !p.is_service() {
+            return Err(ServiceError::Forbidden("Only the sender can delete this message"));
+        }
+        let at = now();
+        if !self.store.soft_delete_message(&c.id, &message_id, at).await? {
+            return Err(ServiceError::NotFound("Message not found"));
+        }
+        tracing::info!(target: "audit", action = "message.delete", actor = %p.user_id, conversation = %c.id, message = %message_id, at = %crate::domain::time::to_iso(&at));
+        let payload = raw(&MessageDeleted {
+            conversation_id: &c.id,
+            message_id: &message_id,
+            thread_id: message.thread_id.as_deref(),
+        });
+        self.emit(&c.id, events::MESSAGE_DELETED, &payload).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn patch_rules() {
+        assert!(MessagePatch::from_value(&json!({})).is_err());
+        assert!(MessagePatch::from_value(&json!([])).is_err());
+        let p = MessagePatch::from_value(&json!({"reaction": null})).unwrap();
+        assert_eq!(p.reaction, Some(None));
+        let p = MessagePatch::from_value(&json!({"reaction": "👍", "markAsRead": true})).unwrap();
+        assert_eq!(p.reaction, Some(Some("👍".into())));
+        assert!(p.mark_as_read);
+        assert!(MessagePatch::from_value(&json!({"content": ""})).is_err());
+        assert!(MessagePatch::from_value(&json!({"markAsRead": "yes"})).is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! The chat operations. REST handlers, socket handlers and the internal API all call these;
+//! this layer validates, enforces tenancy, writes through the `Store`, and is the only place
+//! that decides what gets broadcast (through a `Broadcaster`). It knows nothing of HTTP or
+//! Socket.IO.
+
+mod conversations;
+pub mod error;
+pub mod events;
+mod internal;
+mod messages;
+mod threads;
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+pub use conversations::ConversationQuery;
+pub use error::{ServiceError, ServiceResult};
+pub use events::{Broadcaster, NoBroadcast};
+pub use internal::{InternalCreateInput, InternalListInput};
+pub use messages::MessagePatch;
+
+use crate::auth::Principal;
+use crate::domain::{parse_object_id, Conversation};
+use crate::store::{Scope, Store};
+
+pub struct ChatService {
+    store: Arc<dyn Store>,
+    broadcaster: Arc<dyn Broadcaster>,
+    /// Emit `message` beside `message:new` (and the typing aliases) for older clients.
+    legacy_events: bool,
+}
+
+impl ChatService {
+    pub fn new(store: Arc<dyn Store>, broadcaster: Arc<dyn Broadcaster>, legacy_events: bool) -> Self {
+        ChatService { store, broadcaster, legacy_events }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn legacy_events(&self) -> bool {
+        self.legacy_events
+    }
+
+    async fn emit(&self, conversation_id: &str, event: &'static str, payload: &RawValue) {
+        self.broadcaster.to_room(conversation_id, event, payload).await;
+    }
+
+    /// The company a principal's reads and writes are confined to.
+    fn scope<'p>(&self, p: &'p Principal) -> ServiceResult<Scope<'p>> {
+        if p.is_service() {
+            return Ok(Scope::AnyCompany);
+        }
+        p.company_id.as_deref().map(Scope::Company).ok_or(ServiceError::NoCompany)
+    }
+
+    /// Loads a conversation the principal may see. Another tenant's conversation, or for a
+    /// widget any conversation but its own, is "not found".
+    pub async fn conversation_for(&self, p: &Principal, id: &str) -> ServiceResult<Conversation> {
+        let scope = self.scope(p)?;
+        let id = parse_object_id("conversationId", id)?;
+        if p.widget_conversation().is_some_and(|own| own != id) {
+            return Err(ServiceError::NotFound("Conversation not found"));
+        }
+        self.store
+            .get_conversation(scope, &id)
+            .await?
+            .ok_or(ServiceError::NotFound("Conversation not found"))
+    }
+
+    /// `Ok` with the store's name when it answers.
+    pub async fn health(&self) -> Result<&'static str, String> {
+        match self.store.ping().await {
+            Ok(()) => Ok(self.store.kind()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
