@@ -1,5 +1,13 @@
+//! A real-time chat service: Socket.IO and REST on one port, a drop-in replacement for the
+//! Node.js chat service. See README.md for the architecture and `app` for how it is assembled.
+
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod http;
+pub mod presence;
+pub mod ratelimit;
+pub mod realtime;
 pub mod service;
 pub mod store;

@@ -1,1 +1,70 @@
-fn main(){}
+//! `chat-service`: reads the configuration, starts the app, serves until Ctrl-C or SIGTERM.
+
+use chat_service::{app, config::Config};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat-service: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_tracing(config.log_json);
+
+    let app = match app::build(&config).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("chat-service: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(token) = &app.demo_token {
+        tracing::warn!("JWT_SECRET is not set: using a random secret; tokens will not survive a restart. Set JWT_SECRET in production.");
+        println!("demo token (user demo-user, company demo-company, valid 24h):\n{token}");
+    }
+    let listener = match TcpListener::bind((config.host, config.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("chat-service: cannot listen on {}:{}: {e}", config.host, config.port);
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("bound listener has an address");
+    tracing::info!(%addr, store = app.service.store().kind(), "chat-service started");
+    // Tests and scripts wait for this exact line to know the port (PORT=0 picks a free one).
+    println!("chat-service listening on http://{addr}");
+
+    if let Err(e) = app::serve(app, listener, shutdown_signal()).await {
+        eprintln!("chat-service: server error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

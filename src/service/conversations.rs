@@ -100,15 +100,21 @@ pub(super) fn clean_user_id(field: &str, raw: &str) -> Result<String, Validation
 }
 
 impl ChatService {
-    pub async fn list_conversations(&self, p: &Principal, query: ConversationQuery) -> ServiceResult<Page<Conversation>> {
+    /// A page of the company's conversations, with the limit and offset actually applied.
+    pub async fn list_conversations(
+        &self,
+        p: &Principal,
+        query: ConversationQuery,
+    ) -> ServiceResult<(Page<Conversation>, u32, u64)> {
         let company = p.company_id.clone().ok_or(ServiceError::NoCompany)?;
         let filter = query.into_filter(company)?;
         if let Some(own) = p.widget_conversation() {
             // A widget sees its one conversation and nothing else.
             let c = self.conversation_for(p, own).await?;
-            return Ok(Page { items: vec![c], total: 1 });
+            return Ok((Page { items: vec![c], total: 1 }, filter.limit, filter.offset));
         }
-        Ok(self.store.list_conversations(&filter).await?)
+        let page = self.store.list_conversations(&filter).await?;
+        Ok((page, filter.limit, filter.offset))
     }
 
     pub async fn create_conversation(&self, p: &Principal, input: CreateConversationInput) -> ServiceResult<Conversation> {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::events::raw;
 use super::messages::Sender;
-use super::{ChatService, ServiceError, ServiceResult};
+use super::{ChatService, ServiceResult};
 use crate::auth::Principal;
 use crate::domain::time::parse_client_date;
 use crate::domain::{

@@ -20,8 +20,8 @@ pub use events::{Broadcaster, NoBroadcast};
 pub use internal::{InternalCreateInput, InternalListInput};
 pub use messages::MessagePatch;
 
-use crate::auth::Principal;
-use crate::domain::{parse_object_id, Conversation};
+use crate::auth::{Principal, PrincipalKind};
+use crate::domain::{parse_object_id, Conversation, ConversationFilter};
 use crate::store::{Scope, Store};
 
 pub struct ChatService {
@@ -68,6 +68,32 @@ impl ChatService {
             .get_conversation(scope, &id)
             .await?
             .ok_or(ServiceError::NotFound("Conversation not found"))
+    }
+
+    /// `presence:update` to the rooms where the user's status matters: the conversations they
+    /// take part in, plus `rooms` (those their socket was in).
+    pub async fn announce_presence(&self, p: &Principal, online: bool, rooms: &[String]) {
+        let mut targets: Vec<String> = rooms.to_vec();
+        targets.extend(p.widget_conversation().map(str::to_string));
+        if let (Some(company_id), PrincipalKind::User) = (&p.company_id, &p.kind) {
+            let filter = ConversationFilter {
+                company_id: company_id.clone(),
+                participant: Some(p.user_id.clone()),
+                limit: 200,
+                ..Default::default()
+            };
+            match self.store.list_conversations(&filter).await {
+                Ok(page) => targets.extend(page.items.into_iter().map(|c| c.id)),
+                Err(e) => tracing::warn!(error = %e, "presence: could not list the user's conversations"),
+            }
+        }
+        targets.sort();
+        targets.dedup();
+        let status = if online { "online" } else { "offline" };
+        let payload = events::raw(&events::Presence { user_id: &p.user_id, status });
+        for conversation_id in &targets {
+            self.emit(conversation_id, events::PRESENCE_UPDATE, &payload).await;
+        }
     }
 
     /// `Ok` with the store's name when it answers.

@@ -1,0 +1,103 @@
+//! Assembles the service: configuration → store → service → REST router and Socket.IO layer
+//! on one axum router, served on one port.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use rand::distr::{Alphanumeric, SampleString};
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::http::{self, ApiContext};
+use crate::presence::Presence;
+use crate::ratelimit::RateLimiter;
+use crate::realtime::{self, Realtime, SocketBroadcaster};
+use crate::service::ChatService;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// Socket.IO defaults of the reference server.
+const PING_INTERVAL: Duration = Duration::from_secs(25);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+const MAX_SOCKET_PAYLOAD: u64 = 1_000_000;
+
+pub struct App {
+    pub router: Router,
+    pub service: Arc<ChatService>,
+    /// Set when no `JWT_SECRET` was configured: a token signed with the random secret.
+    pub demo_token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(Arc::new(SqliteStore::open(&config.data_dir)?))
+}
+
+pub async fn build(config: &Config) -> Result<App, StartError> {
+    let store = open_store(config).await?;
+
+    let (secret, generated) = match &config.jwt_secret {
+        Some(s) => (s.clone(), false),
+        None => (Alphanumeric.sample_string(&mut rand::rng(), 48), true),
+    };
+    let auth = Arc::new(Authenticator::new(
+        &secret,
+        config.allow_legacy_widget_tokens,
+        config.internal_service_token.clone(),
+    ));
+    let demo_token = generated.then(|| auth.issue_user_token("demo-user", "demo-company", 24 * 3600));
+
+    let broadcaster = Arc::new(SocketBroadcaster::default());
+    let service = Arc::new(ChatService::new(store, broadcaster.clone(), config.legacy_events));
+    let presence = Arc::new(Presence::default());
+
+    let realtime = Arc::new(Realtime {
+        service: service.clone(),
+        auth: auth.clone(),
+        presence: presence.clone(),
+        message_limiter: RateLimiter::new(config.socket_message_limit, config.socket_limit_window),
+        typing_limiter: RateLimiter::new(config.socket_typing_limit, config.socket_limit_window),
+        max_connections: config.max_connections,
+        connections: AtomicUsize::new(0),
+    });
+    let (socket_layer, io) = SocketIo::builder()
+        .ping_interval(PING_INTERVAL)
+        .ping_timeout(PING_TIMEOUT)
+        .max_payload(MAX_SOCKET_PAYLOAD)
+        .with_state(realtime)
+        .build_layer();
+    realtime::attach(&io);
+    broadcaster.attach(io);
+
+    let ctx = ApiContext {
+        service: service.clone(),
+        auth,
+        rest_limiter: Arc::new(RateLimiter::new(config.rate_limit_max, config.rate_limit_window)),
+        presence,
+    };
+    let router = http::router(ctx).layer(socket_layer).layer(http::middleware::cors(config));
+    Ok(App { router, service, demo_token })
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,80 @@
+//! Request extractors: the caller's identity (user/widget token or internal service token)
+//! and JSON bodies whose rejections answer in the contract's error shape.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::ApiContext;
+use crate::auth::{bearer, AuthError, Principal};
+
+/// The authenticated caller of a public route.
+pub struct Caller(pub Principal);
+
+impl<S> FromRequestParts<S> for Caller
+where
+    ApiContext: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctx = ApiContext::from_ref(state);
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = bearer(header).ok_or(ApiError::Unauthorized("Missing or invalid authorization header"))?;
+        match ctx.auth.verify(token) {
+            Ok(p) => Ok(Caller(p)),
+            Err(AuthError::Missing) => Err(ApiError::Unauthorized("Missing or invalid authorization header")),
+            Err(AuthError::Invalid) => Err(ApiError::Unauthorized("Invalid or expired token")),
+        }
+    }
+}
+
+/// A sibling service holding `INTERNAL_SERVICE_TOKEN`.
+pub struct InternalCaller;
+
+impl<S> FromRequestParts<S> for InternalCaller
+where
+    ApiContext: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctx = ApiContext::from_ref(state);
+        if !ctx.auth.internal_enabled() {
+            return Err(ApiError::InternalApiDisabled);
+        }
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match bearer(header) {
+            Some(t) if ctx.auth.verify_internal(t) => Ok(InternalCaller),
+            Some(_) => Err(ApiError::Unauthorized("Invalid service token")),
+            None => Err(ApiError::Unauthorized("Missing or invalid authorization header")),
+        }
+    }
+}
+
+/// `axum::Json`, with malformed, mistyped or oversized bodies answered as JSON errors.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::BadBody("expected Content-Type: application/json".into()))
+            }
+            Err(e) => Err(ApiError::BadBody(e.body_text())),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! /api/conversations/:id/messages: list, post, edit, delete.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiResult;
+use super::extract::{Body, Caller};
+use super::ApiContext;
+use crate::domain::{MessageType, SendMessageInput};
+use crate::service::MessagePatch;
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+    pub thread_id: Option<String>,
+}
+
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let (page, limit, offset) =
+        ctx.service.list_messages(&p, &id, q.thread_id.as_deref(), q.limit.as_deref(), q.offset.as_deref()).await?;
+    Ok(Json(json!({ "messages": page.items, "total": page.total, "limit": limit, "offset": offset })))
+}
+
+pub async fn create(
+    State(ctx): State<ApiContext>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let input = SendMessageInput::from_value(body)?.validate(MessageType::Text)?;
+    let message = ctx.service.send_message(&p, &id, input).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "message": message }))))
+}
+
+pub async fn edit(
+    State(ctx): State<ApiContext>,
+    Caller(p): Caller,
+    Path((id, mid)): Path<(String, String)>,
+    Body(body): Body<Value>,
+) -> ApiResult<Json<Value>> {
+    let patch = MessagePatch::from_value(&body)?;
+    let message = ctx.service.edit_message(&p, &id, &mid, patch).await?;
+    Ok(Json(json!({ "message": message })))
+}
+
+pub async fn delete(
+    State(ctx): State<ApiContext>,
+    Caller(p): Caller,
+    Path((id, mid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    ctx.service.delete_message(&p, &id, &mid).await?;
+    Ok(Json(json!({ "success": true })))
+}

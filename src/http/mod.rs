@@ -1,0 +1,88 @@
+//! The REST API (axum): one module per resource, one `ApiContext`, one error type. Handlers
+//! parse the request, call the service, and shape the answer; nothing else.
+
+mod conversations;
+pub mod error;
+mod extract;
+mod internal;
+mod messages;
+pub mod middleware;
+mod threads;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::auth::Authenticator;
+use crate::presence::Presence;
+use crate::ratelimit::RateLimiter;
+use crate::service::ChatService;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub service: Arc<ChatService>,
+    pub auth: Arc<Authenticator>,
+    pub rest_limiter: Arc<RateLimiter>,
+    pub presence: Arc<Presence>,
+}
+
+/// The REST routes. CORS is added by `app` around both REST and Socket.IO.
+pub fn router(ctx: ApiContext) -> Router {
+    let api = Router::new()
+        .route("/conversations", get(conversations::list).post(conversations::create))
+        .route(
+            "/conversations/{id}",
+            get(conversations::get).put(conversations::update).patch(conversations::update).delete(conversations::delete),
+        )
+        .route("/conversations/{id}/messages", get(messages::list).post(messages::create))
+        .route("/conversations/{id}/messages/{mid}", patch(messages::edit).delete(messages::delete))
+        .route("/conversations/{id}/threads", post(threads::create))
+        .route("/conversations/{id}/threads/{tid}", get(threads::get).post(threads::post_message))
+        .route("/conversations/{id}/participants", post(conversations::add_participant))
+        .route("/conversations/{id}/participants/{user_id}", axum::routing::delete(conversations::remove_participant))
+        .route("/conversations/{id}/presence", get(conversations::presence))
+        .route("/internal/messages/emit", post(internal::emit))
+        .route("/internal/messages/create", post(internal::create))
+        .route("/internal/messages/list", post(internal::list))
+        .route("/internal/conversations/{id}", patch(internal::update_conversation).put(internal::update_conversation))
+        .route(
+            "/internal/conversations/{id}/update",
+            patch(internal::update_conversation).post(internal::update_conversation).put(internal::update_conversation),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" }))) })
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), middleware::rate_limit));
+
+    let router = Router::new()
+        .route("/health", get(health))
+        .nest("/api", api)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    middleware::with_security_headers(router).with_state(ctx)
+}
+
+async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
+    let timestamp = crate::domain::time::to_iso(&crate::domain::time::now());
+    match ctx.service.health().await {
+        Ok(kind) => (
+            StatusCode::OK,
+            Json(json!({
+                "status": "ok", "service": "chat-service", "timestamp": timestamp,
+                "checks": { "store": { "status": "ok", "kind": kind } }
+            })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "error", "service": "chat-service", "timestamp": timestamp,
+                "checks": { "store": { "status": "down", "kind": ctx.service.store().kind(), "error": e } }
+            })),
+        ),
+    }
+}

@@ -1,0 +1,304 @@
+//! Socket.IO (socketioxide): handshake authentication, the client → server events of the
+//! contract, presence, and per-user event limits. Handlers parse the payload, call the
+//! service and answer; errors go back to the one socket that caused them (acknowledgement
+//! or `error` event) and never disconnect it.
+//!
+//! Room broadcasts caused by state changes go through the service's `Broadcaster`. Relays
+//! that exclude the sending socket (typing, `user:joined`/`user:left`) are emitted here with
+//! the service's payload types, since only the socket knows whom to exclude.
+
+mod broadcaster;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::socket::Socket;
+use socketioxide::SocketIo;
+
+pub use broadcaster::SocketBroadcaster;
+
+use crate::auth::{bearer, AuthError, Authenticator, Principal};
+use crate::domain::{optional_thread_id, MessageType, SendMessageInput, ValidationError};
+use crate::presence::Presence;
+use crate::ratelimit::RateLimiter;
+use crate::service::events::{self, room, ConversationJoined, ErrorEvent, MessageErrorEvent, ThreadSwitched, Typing, UserInRoom};
+use crate::service::{ChatService, ServiceError};
+
+/// Everything the socket handlers share.
+pub struct Realtime {
+    pub service: Arc<ChatService>,
+    pub auth: Arc<Authenticator>,
+    pub presence: Arc<Presence>,
+    pub message_limiter: RateLimiter,
+    pub typing_limiter: RateLimiter,
+    pub max_connections: usize,
+    pub connections: AtomicUsize,
+}
+
+/// Per-socket state, kept in the socket's extensions.
+pub struct Session {
+    pub principal: Principal,
+    /// Conversations this socket has joined.
+    joined: Mutex<HashSet<String>>,
+}
+
+type Rt = State<Arc<Realtime>>;
+type Sess = Extension<Arc<Session>>;
+
+/// Registers the `/` namespace with its authentication middleware and event handlers.
+pub fn attach<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(io: &SocketIo<A>) {
+    io.ns("/", on_connect::<A>.with(authenticate::<A>));
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectRefused {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("Server is at capacity")]
+    AtCapacity,
+}
+
+/// Handshake: token from `auth.token`, else the `Authorization: Bearer` header.
+async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth): TryData<Value>) -> Result<(), ConnectRefused> {
+    if rt.connections.load(Ordering::Relaxed) >= rt.max_connections {
+        tracing::warn!(max = rt.max_connections, "connection refused: at capacity");
+        return Err(ConnectRefused::AtCapacity);
+    }
+    let from_auth = auth.ok().and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_string));
+    let token = from_auth.or_else(|| {
+        let header = s.req_parts().headers.get("authorization").and_then(|v| v.to_str().ok());
+        bearer(header).map(str::to_string)
+    });
+    let token = token.filter(|t| !t.trim().is_empty()).ok_or(AuthError::Missing)?;
+    let principal = rt.auth.verify(&token)?;
+    s.extensions.insert(Arc::new(Session { principal, joined: Mutex::new(HashSet::new()) }));
+    Ok(())
+}
+
+async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
+    rt.connections.fetch_add(1, Ordering::Relaxed);
+    let user = session.principal.user_id.clone();
+    tracing::debug!(socket = %s.id, user = %user, "socket connected");
+    if rt.presence.connect(&user) {
+        rt.service.announce_presence(&session.principal, true, &[]).await;
+    }
+
+    s.on("conversation:join", on_join::<A>);
+    s.on("conversation:leave", on_leave::<A>);
+    s.on("message:send", on_send::<A>);
+    s.on("typing", on_typing::<A>);
+    if rt.service.legacy_events() {
+        s.on("message:typing", on_typing::<A>);
+    }
+    s.on("thread:create", on_thread_create::<A>);
+    s.on("thread:switch", on_thread_switch::<A>);
+    s.on_disconnect(on_disconnect::<A>);
+}
+
+async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
+    rt.connections.fetch_sub(1, Ordering::Relaxed);
+    let user = &session.principal.user_id;
+    let joined: Vec<String> = session.joined.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+    for conversation_id in &joined {
+        rt.presence.leave(conversation_id, user);
+        let _ = s.to(room(conversation_id)).emit(events::USER_LEFT, &UserInRoom { conversation_id, user_id: user }).await;
+    }
+    if rt.presence.disconnect(user) {
+        rt.service.announce_presence(&session.principal, false, &joined).await;
+    }
+}
+
+/// Answers one client event: through the acknowledgement callback when the client passed
+/// one, otherwise (for errors) as an `error` event. The connection stays up either way.
+struct Responder<A: Adapter> {
+    socket: Arc<Socket<A>>,
+    ack: AckSender<A>,
+    wants_ack: bool,
+}
+
+impl<A: Adapter> FromMessageParts<A> for Responder<A> {
+    type Error = std::convert::Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket<A>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
+        Ok(Responder { socket: s.clone(), ack, wants_ack: ack_id.is_some() })
+    }
+}
+
+impl<A: Adapter> Responder<A> {
+    fn ok<T: Serialize>(self, body: &T) {
+        let _ = self.ack.send(body);
+    }
+
+    fn error(self, err: &ServiceError) {
+        let (message, details) = socket_error(err);
+        if self.wants_ack {
+            let _ = self.ack.send(&json!({ "ok": false, "error": message, "details": details }));
+        } else {
+            let _ = self.socket.emit(events::ERROR, &ErrorEvent { message: &message, details: details.as_ref() });
+        }
+    }
+}
+
+/// The one mapping of service errors to what a socket client sees.
+fn socket_error(err: &ServiceError) -> (String, Option<Value>) {
+    match err {
+        ServiceError::Validation(v) => (v.message.clone(), serde_json::to_value(&v.details).ok()),
+        other => (other.to_string(), None),
+    }
+}
+
+fn invalid(message: &str, field: &str, problem: &str) -> ServiceError {
+    ValidationError::field(message, field, problem).into()
+}
+
+/// The conversation id of a payload that is either the id itself or `{ conversationId }`.
+fn conversation_id_of<E>(payload: &Result<Value, E>) -> Result<String, ServiceError> {
+    let v = match payload {
+        Ok(Value::Object(o)) => o.get("conversationId"),
+        Ok(other) => Some(other),
+        Err(_) => None,
+    };
+    match v {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(invalid("Invalid conversation id", "conversationId", "must be a string")),
+    }
+}
+
+async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+    let p = &session.principal;
+    let c = match async { rt.service.conversation_for(p, &conversation_id_of(&data)?).await }.await {
+        Ok(c) => c,
+        Err(e) => return r.error(&e),
+    };
+    let first_time = session.joined.lock().unwrap_or_else(|p| p.into_inner()).insert(c.id.clone());
+    if first_time {
+        s.join(room(&c.id));
+        rt.presence.join(&c.id, &p.user_id);
+        let payload = UserInRoom { conversation_id: &c.id, user_id: &p.user_id };
+        let _ = s.to(room(&c.id)).emit(events::USER_JOINED, &payload).await;
+    }
+    let _ = s.emit(events::CONVERSATION_JOINED, &ConversationJoined::of(&c));
+    r.ok(&json!({ "ok": true, "conversation": c }));
+}
+
+async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+    let id = match conversation_id_of(&data) {
+        Ok(id) => id.to_ascii_lowercase(),
+        Err(e) => return r.error(&e),
+    };
+    let was_in = session.joined.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    if was_in {
+        s.leave(room(&id));
+        let user = &session.principal.user_id;
+        rt.presence.leave(&id, user);
+        let _ = s.to(room(&id)).emit(events::USER_LEFT, &UserInRoom { conversation_id: &id, user_id: user }).await;
+    }
+    r.ok(&json!({ "ok": true }));
+}
+
+async fn on_send<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+    let data = data.unwrap_or(Value::Null);
+    // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
+    let temp_id = match data.get("tempId") {
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let p = &session.principal;
+    let result = async {
+        if !rt.message_limiter.hit(&p.user_id).allowed {
+            return Err(ServiceError::RateLimited);
+        }
+        let input = SendMessageInput::from_value(data)?;
+        let conversation_id = match &input.conversation_id {
+            Some(Value::String(id)) => id.clone(),
+            _ => return Err(invalid("Invalid message data", "conversationId", "must be a string")),
+        };
+        let valid = input.validate(MessageType::Text)?;
+        rt.service.send_message(p, &conversation_id, valid).await
+    }
+    .await;
+    match result {
+        Ok(message) => r.ok(&json!({ "ok": true, "message": message })),
+        Err(e) => {
+            if let Some(temp_id) = &temp_id {
+                let (text, _) = socket_error(&e);
+                let _ = s.emit(events::MESSAGE_ERROR, &MessageErrorEvent { message_id: temp_id, error: &text });
+            }
+            r.error(&e);
+        }
+    }
+}
+
+/// `typing` and the widget's `message:typing`: relayed to the others in the room, and only
+/// when the sender is in it.
+async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+    let user = &session.principal.user_id;
+    if !rt.typing_limiter.hit(user).allowed {
+        return r.error(&ServiceError::RateLimited);
+    }
+    let id = match conversation_id_of(&data) {
+        Ok(id) => id.to_ascii_lowercase(),
+        Err(e) => return r.error(&e),
+    };
+    let is_typing = match data.as_ref().ok().and_then(|v| v.get("isTyping")) {
+        Some(Value::Bool(b)) => *b,
+        None | Some(Value::Null) => true,
+        Some(_) => return r.error(&invalid("Invalid typing data", "isTyping", "must be a boolean")),
+    };
+    if !session.joined.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+        return r.error(&ServiceError::Forbidden("Join the conversation before sending typing indicators"));
+    }
+    let payload = events::raw(&Typing { conversation_id: &id, user_id: user, is_typing });
+    let _ = s.to(room(&id)).emit(events::USER_TYPING, &payload).await;
+    if rt.service.legacy_events() {
+        let _ = s.to(room(&id)).emit(events::TYPING_LEGACY, &payload).await;
+        let _ = s.to(room(&id)).emit(events::TYPING_WIDGET, &payload).await;
+    }
+    r.ok(&json!({ "ok": true }));
+}
+
+async fn on_thread_create<A: Adapter>(State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+    let result = async {
+        let id = conversation_id_of(&data)?;
+        let title = match data.as_ref().ok().and_then(|v| v.get("title")) {
+            Some(Value::String(t)) => t.clone(),
+            _ => return Err(invalid("Validation failed", "title", "must be a string")),
+        };
+        rt.service.create_thread(&session.principal, &id, &title).await
+    }
+    .await;
+    match result {
+        Ok(thread) => r.ok(&json!({ "ok": true, "thread": thread })),
+        Err(e) => r.error(&e),
+    }
+}
+
+async fn on_thread_switch<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+    let result = async {
+        let id = conversation_id_of(&data)?;
+        let thread_id = optional_thread_id(data.as_ref().ok().and_then(|v| v.get("threadId")), "threadId")?;
+        let cid = rt.service.check_thread(&session.principal, &id, thread_id.as_deref()).await?;
+        Ok::<_, ServiceError>((cid, thread_id))
+    }
+    .await;
+    match result {
+        Ok((cid, thread_id)) => {
+            let payload = ThreadSwitched { conversation_id: &cid, thread_id: thread_id.as_deref() };
+            let _ = s.emit(events::THREAD_SWITCHED, &payload);
+            r.ok(&json!({ "ok": true, "conversationId": cid, "threadId": thread_id }));
+        }
+        Err(e) => r.error(&e),
+    }
+}
