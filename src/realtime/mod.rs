@@ -10,8 +10,8 @@
 mod broadcaster;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -24,7 +24,7 @@ use socketioxide::SocketIo;
 pub use broadcaster::SocketBroadcaster;
 
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
-use crate::domain::{optional_thread_id, MessageType, SendMessageInput, ValidationError};
+use crate::domain::{id_from_value, optional_thread_id, MessageType, SendMessageInput, ValidationError};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::service::events::{self, room, ConversationJoined, ErrorEvent, MessageErrorEvent, ThreadSwitched, Typing, UserInRoom};
@@ -44,12 +44,64 @@ pub struct Realtime {
 /// Per-socket state, kept in the socket's extensions.
 pub struct Session {
     pub principal: Principal,
+    state: Mutex<SocketState>,
+    /// This socket's place under `MAX_CONNECTIONS`.
+    slot: ConnectionSlot,
+}
+
+/// What this socket holds in `Presence` and in rooms. Changed only under the session's lock
+/// and never after `closed`: handlers run concurrently, and a disconnect that overtakes a
+/// connect or a join still in flight must not leave a ghost user online or in a room.
+#[derive(Default)]
+struct SocketState {
+    /// Counted as one of the user's sockets in `Presence`.
+    online: bool,
     /// Conversations this socket has joined.
-    joined: Mutex<HashSet<String>>,
+    rooms: HashSet<String>,
+    closed: bool,
+}
+
+impl Session {
+    fn state(&self) -> MutexGuard<'_, SocketState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One counted connection. Released on disconnect, or when the socket is dropped without
+/// ever connecting (its CONNECT packet could not be sent), so the count cannot drift upward.
+struct ConnectionSlot {
+    rt: Arc<Realtime>,
+    released: AtomicBool,
+}
+
+impl ConnectionSlot {
+    /// Takes a slot unless `max_connections` are already counted. One atomic step, so
+    /// concurrent handshakes cannot overshoot the cap.
+    fn claim(rt: &Arc<Realtime>) -> Option<Self> {
+        rt.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < rt.max_connections).then_some(n + 1))
+            .ok()
+            .map(|_| ConnectionSlot { rt: rt.clone(), released: AtomicBool::new(false) })
+    }
+
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.rt.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 type Rt = State<Arc<Realtime>>;
 type Sess = Extension<Arc<Session>>;
+
+/// The `error` message of every refused `message:send` payload.
+const INVALID_MESSAGE: &str = "Invalid message data";
 
 /// Registers the `/` namespace with its authentication middleware and event handlers.
 pub fn attach<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(io: &SocketIo<A>) {
@@ -64,12 +116,9 @@ enum ConnectRefused {
     AtCapacity,
 }
 
-/// Handshake: token from `auth.token`, else the `Authorization: Bearer` header.
+/// Handshake: token from `auth.token`, else the `Authorization: Bearer` header; then a
+/// connection slot under the cap.
 async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth): TryData<Value>) -> Result<(), ConnectRefused> {
-    if rt.connections.load(Ordering::Relaxed) >= rt.max_connections {
-        tracing::warn!(max = rt.max_connections, "connection refused: at capacity");
-        return Err(ConnectRefused::AtCapacity);
-    }
     let from_auth = auth.ok().and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_string));
     let token = from_auth.or_else(|| {
         let header = s.req_parts().headers.get("authorization").and_then(|v| v.to_str().ok());
@@ -77,23 +126,25 @@ async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth):
     });
     let token = token.filter(|t| !t.trim().is_empty()).ok_or(AuthError::Missing)?;
     let principal = rt.auth.verify(&token)?;
-    s.extensions.insert(Arc::new(Session { principal, joined: Mutex::new(HashSet::new()) }));
+    let Some(slot) = ConnectionSlot::claim(&rt) else {
+        tracing::warn!(max = rt.max_connections, "connection refused: at capacity");
+        return Err(ConnectRefused::AtCapacity);
+    };
+    s.extensions.insert(Arc::new(Session { principal, state: Mutex::default(), slot }));
+    // Registered here rather than in `on_connect`: socketioxide sends CONNECT as soon as this
+    // middleware succeeds and runs the connect handler later in its own task, so a client that
+    // emits the moment it sees `connect` would otherwise hit a socket with no handlers yet and
+    // its event would be dropped without an answer.
+    register_handlers(&s, rt.service.legacy_events());
     Ok(())
 }
 
-async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
-    rt.connections.fetch_add(1, Ordering::Relaxed);
-    let user = session.principal.user_id.clone();
-    tracing::debug!(socket = %s.id, user = %user, "socket connected");
-    if rt.presence.connect(&user) {
-        rt.service.announce_presence(&session.principal, true, &[]).await;
-    }
-
+fn register_handlers<A: Adapter>(s: &SocketRef<A>, legacy_events: bool) {
     s.on("conversation:join", on_join::<A>);
     s.on("conversation:leave", on_leave::<A>);
     s.on("message:send", on_send::<A>);
     s.on("typing", on_typing::<A>);
-    if rt.service.legacy_events() {
+    if legacy_events {
         s.on("message:typing", on_typing::<A>);
     }
     s.on("thread:create", on_thread_create::<A>);
@@ -101,15 +152,39 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(sessio
     s.on_disconnect(on_disconnect::<A>);
 }
 
-async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
-    rt.connections.fetch_sub(1, Ordering::Relaxed);
+async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
     let user = &session.principal.user_id;
-    let joined: Vec<String> = session.joined.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+    tracing::debug!(socket = %s.id, user = %user, "socket connected");
+    let first_socket = {
+        let mut state = session.state();
+        if state.closed {
+            // Disconnected before this task ran: there is nothing to announce.
+            return;
+        }
+        state.online = true;
+        rt.presence.connect(user)
+    };
+    if first_socket {
+        rt.service.announce_presence(&session.principal, true, &[]).await;
+    }
+}
+
+async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
+    session.slot.release();
+    let user = &session.principal.user_id;
+    let (joined, was_online) = {
+        let mut state = session.state();
+        state.closed = true;
+        let joined: Vec<String> = state.rooms.drain().collect();
+        for conversation_id in &joined {
+            rt.presence.leave(conversation_id, user);
+        }
+        (joined, std::mem::take(&mut state.online))
+    };
     for conversation_id in &joined {
-        rt.presence.leave(conversation_id, user);
         let _ = s.to(room(conversation_id)).emit(events::USER_LEFT, &UserInRoom { conversation_id, user_id: user }).await;
     }
-    if rt.presence.disconnect(user) {
+    if was_online && rt.presence.disconnect(user) {
         rt.service.announce_presence(&session.principal, false, &joined).await;
     }
 }
@@ -181,10 +256,20 @@ async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
         Ok(c) => c,
         Err(e) => return r.error(&e),
     };
-    let first_time = session.joined.lock().unwrap_or_else(|p| p.into_inner()).insert(c.id.clone());
+    let first_time = {
+        let mut state = session.state();
+        if state.closed {
+            // The socket went away while the conversation was being looked up.
+            return;
+        }
+        let first_time = state.rooms.insert(c.id.clone());
+        if first_time {
+            s.join(room(&c.id));
+            rt.presence.join(&c.id, &p.user_id);
+        }
+        first_time
+    };
     if first_time {
-        s.join(room(&c.id));
-        rt.presence.join(&c.id, &p.user_id);
         let payload = UserInRoom { conversation_id: &c.id, user_id: &p.user_id };
         let _ = s.to(room(&c.id)).emit(events::USER_JOINED, &payload).await;
     }
@@ -197,11 +282,17 @@ async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session)
         Ok(id) => id.to_ascii_lowercase(),
         Err(e) => return r.error(&e),
     };
-    let was_in = session.joined.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    let user = &session.principal.user_id;
+    let was_in = {
+        let mut state = session.state();
+        let was_in = state.rooms.remove(&id);
+        if was_in {
+            s.leave(room(&id));
+            rt.presence.leave(&id, user);
+        }
+        was_in
+    };
     if was_in {
-        s.leave(room(&id));
-        let user = &session.principal.user_id;
-        rt.presence.leave(&id, user);
         let _ = s.to(room(&id)).emit(events::USER_LEFT, &UserInRoom { conversation_id: &id, user_id: user }).await;
     }
     r.ok(&json!({ "ok": true }));
@@ -221,14 +312,19 @@ async fn on_send<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
             return Err(ServiceError::RateLimited);
         }
         let input = SendMessageInput::from_value(data)?;
-        let conversation_id = match &input.conversation_id {
-            Some(Value::String(id)) => id.clone(),
-            _ => return Err(invalid("Invalid message data", "conversationId", "must be a string")),
-        };
+        let conversation_id = id_from_value("conversationId", input.conversation_id.as_ref())?;
         let valid = input.validate(MessageType::Text)?;
         rt.service.send_message(p, &conversation_id, valid).await
     }
-    .await;
+    .await
+    .map_err(|e| match e {
+        // Whichever rule failed, clients show one sentence; `details` names the field.
+        ServiceError::Validation(mut v) => {
+            v.message = INVALID_MESSAGE.into();
+            ServiceError::Validation(v)
+        }
+        other => other,
+    });
     match result {
         Ok(message) => r.ok(&json!({ "ok": true, "message": message })),
         Err(e) => {
@@ -257,7 +353,7 @@ async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session
         None | Some(Value::Null) => true,
         Some(_) => return r.error(&invalid("Invalid typing data", "isTyping", "must be a boolean")),
     };
-    if !session.joined.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+    if !session.state().rooms.contains(&id) {
         return r.error(&ServiceError::Forbidden("Join the conversation before sending typing indicators"));
     }
     let payload = events::raw(&Typing { conversation_id: &id, user_id: user, is_typing });

@@ -7,7 +7,7 @@ use super::{ChatService, ServiceError, ServiceResult};
 use crate::auth::Principal;
 use crate::domain::time::{now, parse_client_date};
 use crate::domain::{
-    clamp_limit, clean_tags, clean_title, new_object_id, parse_channel, parse_status, sanitize_text,
+    clamp_limit, clean_tags, clean_title, new_object_id, parse_channel, parse_status,
     validation_failed, Channel, Conversation, ConversationChanges, ConversationFilter, CreateConversationInput,
     Status, ValidationError, DEFAULT_CONVERSATION_LIMIT, MAX_CONVERSATION_LIMIT,
 };
@@ -93,7 +93,9 @@ impl ConversationQuery {
 /// A user id named by a client (participants): a bounded string without markup.
 pub(super) fn clean_user_id(field: &str, raw: &str) -> Result<String, ValidationError> {
     let s = raw.trim();
-    if s.is_empty() || s.chars().count() > 128 || sanitize_text(s) != s {
+    // Ids are echoed to every socket in the room (`participant:added`): no markup at all, not
+    // even the tags the content sanitizer would keep.
+    if s.is_empty() || s.chars().count() > 128 || s.contains(['<', '>', '&']) {
         return Err(ValidationError::field("Validation failed", field, "must be a user id of 1 to 128 plain characters"));
     }
     Ok(s.to_string())

@@ -1,0 +1,267 @@
+'use strict';
+// What every test file uses: one server per file (started in `before`, stopped in `after`),
+// tokens, socket.io clients that record every event they receive, and a small REST client.
+//
+// Waiting is event driven: `waitFor` resolves as soon as a matching event has arrived (also
+// if it arrived before the call), and fails the test after a timeout. Only "nothing arrives"
+// checks wait a fixed, short time.
+
+const { before, after, afterEach } = require('node:test');
+const assert = require('node:assert/strict');
+const jwt = require('jsonwebtoken');
+const { io } = require('socket.io-client');
+
+const { startServer, JWT_SECRET, INTERNAL_SERVICE_TOKEN } = require('./server');
+
+const EVENT_TIMEOUT_MS = 5_000;
+/** How long a negative check ("this socket receives nothing") listens. */
+const QUIET_MS = 300;
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+
+/** A Supabase-style user JWT (HS256, `sub`, `company_id`). */
+function userToken(userId, companyId, { claims = {}, ...options } = {}) {
+  const payload = { sub: userId, email: `${userId}@example.test`, ...claims };
+  if (companyId !== undefined) payload.company_id = companyId;
+  return jwt.sign(payload, JWT_SECRET, { algorithm: 'HS256', expiresIn: '1h', ...options });
+}
+
+/** The signed widget token: one conversation, one company. */
+function widgetToken(conversationId, companyId) {
+  return jwt.sign({ typ: 'widget', conversation_id: conversationId, company_id: companyId }, JWT_SECRET, {
+    algorithm: 'HS256',
+    expiresIn: '1h',
+  });
+}
+
+/** The deployed widget's unsigned token: base64 of its JSON. */
+function legacyWidgetToken(conversationId, companyId, extra = {}) {
+  return Buffer.from(JSON.stringify({ conversationId, companyId, ...extra })).toString('base64');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event recording
+
+function describeArgs(args) {
+  try {
+    return JSON.stringify(args).slice(0, 300);
+  } catch {
+    return String(args);
+  }
+}
+
+/**
+ * Keeps every event a socket receives, in order. `waitFor` takes the first matching event
+ * not taken before, so two waits for the same event name see two different events.
+ */
+class Recorder {
+  constructor(socket) {
+    this.events = [];
+    this.waiters = [];
+    socket.onAny((event, ...args) => {
+      const record = { event, data: args[0], args, taken: false };
+      this.events.push(record);
+      for (const w of [...this.waiters]) w(record);
+    });
+  }
+
+  find(event, where) {
+    return this.events.find((r) => !r.taken && r.event === event && where(r.data, r.args));
+  }
+
+  /** Resolves with the payload of the next matching `event`; rejects after `timeout` ms. */
+  waitFor(event, where = () => true, timeout = EVENT_TIMEOUT_MS) {
+    const already = this.find(event, where);
+    if (already) {
+      already.taken = true;
+      return Promise.resolve(already.data);
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = (record) => {
+        if (record.taken || record.event !== event || !where(record.data, record.args)) return;
+        record.taken = true;
+        done();
+        resolve(record.data);
+      };
+      const timer = setTimeout(() => {
+        done();
+        const seen = this.events.map((r) => `${r.event} ${describeArgs(r.args)}`).join('\n  ');
+        reject(new Error(`no matching "${event}" within ${timeout} ms; received:\n  ${seen || '(nothing)'}`));
+      }, timeout);
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Listens for `ms` and fails if a matching `event` (not already taken) arrives. */
+  async expectNone(event, where = () => true, ms = QUIET_MS) {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    const got = this.find(event, where);
+    assert.equal(got, undefined, `unexpected "${event}": ${got && describeArgs(got.args)}`);
+  }
+
+  /** Names of all events received so far. */
+  names() {
+    return this.events.map((r) => r.event);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-file server and its clients
+
+/**
+ * Registers `before`/`after` hooks that start a fresh server with `extraEnv` for the file and
+ * returns the handle tests use. Sockets opened in a test are closed after it.
+ */
+function useServer(extraEnv = {}) {
+  const ctx = new ServerContext(extraEnv);
+  before(() => ctx.start());
+  afterEach(() => ctx.closeSockets());
+  after(() => ctx.stop());
+  return ctx;
+}
+
+class ServerContext {
+  constructor(extraEnv) {
+    this.extraEnv = extraEnv;
+    this.server = null;
+    this.sockets = new Set();
+  }
+
+  async start() {
+    this.server = await startServer(this.extraEnv);
+  }
+
+  async stop() {
+    this.closeSockets();
+    if (this.server) await this.server.stop();
+  }
+
+  get url() {
+    return this.server.url;
+  }
+
+  closeSockets() {
+    for (const s of this.sockets) s.disconnect();
+    this.sockets.clear();
+  }
+
+  /**
+   * A socket.io-client socket, as the dashboard creates it unless `options` say otherwise,
+   * with a `rec` Recorder attached before it connects. Not yet connected.
+   */
+  socket({ token, ...options } = {}) {
+    const s = io(this.url, {
+      transports: ['websocket', 'polling'],
+      forceNew: true, // each client gets its own connection, like separate browser tabs
+      reconnection: false,
+      ...(token !== undefined ? { auth: { token } } : {}),
+      ...options,
+    });
+    s.rec = new Recorder(s);
+    this.sockets.add(s);
+    return s;
+  }
+
+  /** Connects and resolves once the server accepted the socket. */
+  connect(options = {}) {
+    const s = this.socket(options);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('connect timed out')), EVENT_TIMEOUT_MS);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      s.once('connect_error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`connect_error: ${err.message}`));
+      });
+    });
+  }
+
+  /** Connects expecting a refusal; resolves with the `connect_error` error. */
+  connectError(options = {}) {
+    const s = this.socket(options);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no connect_error within timeout')), EVENT_TIMEOUT_MS);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        reject(new Error('connected, but a connect_error was expected'));
+      });
+      s.once('connect_error', (err) => {
+        clearTimeout(timer);
+        resolve(err);
+      });
+    });
+  }
+
+  /** A connected socket that has joined `conversationId` (and consumed its `conversation:joined`). */
+  async joined(conversationId, options) {
+    const s = await this.connect(options);
+    const ack = await emitAck(s, 'conversation:join', conversationId);
+    assert.equal(ack.ok, true, `join failed: ${describeArgs(ack)}`);
+    await s.rec.waitFor('conversation:joined', (j) => j.id === conversationId);
+    return s;
+  }
+
+  /** A REST call; `token` is a bearer token (`internal: true` uses the service token). */
+  async api(method, path, { token, body, internal = false } = {}) {
+    const headers = {};
+    const bearerToken = internal ? INTERNAL_SERVICE_TOKEN : token;
+    if (bearerToken) headers.authorization = `Bearer ${bearerToken}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(`${this.url}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = text;
+    }
+    return { status: res.status, body: json, headers: res.headers };
+  }
+
+  /** Creates a conversation as `token`'s user and returns it. */
+  async createConversation(token, fields = {}) {
+    const res = await this.api('POST', '/api/conversations', {
+      token,
+      body: { agent_id: 'agent-1', channel: 'chat', ...fields },
+    });
+    assert.equal(res.status, 201, `create conversation: ${describeArgs(res.body)}`);
+    return res.body.conversation;
+  }
+}
+
+/** `emit` with an acknowledgement; rejects if the server does not answer in time. */
+function emitAck(socket, event, ...args) {
+  return socket.timeout(EVENT_TIMEOUT_MS).emitWithAck(event, ...args);
+}
+
+/** Resolves when `socket` disconnects, with the reason. */
+function disconnected(socket) {
+  if (!socket.connected) return Promise.resolve('already disconnected');
+  return new Promise((resolve) => socket.once('disconnect', resolve));
+}
+
+/** An id in ObjectId form that names nothing. */
+const MISSING_ID = 'aaaaaaaaaaaaaaaaaaaaaaaa';
+
+module.exports = {
+  useServer,
+  userToken,
+  widgetToken,
+  legacyWidgetToken,
+  emitAck,
+  disconnected,
+  MISSING_ID,
+  QUIET_MS,
+  JWT_SECRET,
+};

@@ -1,0 +1,164 @@
+'use strict';
+// Starts a fresh chat-service binary for one test file and stops it afterwards. Each file
+// gets its own process, port and data directory, so files can run in parallel and a test
+// never sees another file's state.
+
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const JWT_SECRET = 'compat-test-secret-0123456789abcdef';
+const INTERNAL_SERVICE_TOKEN = 'compat-internal-token-0123456789';
+
+const READY_LINE = /^chat-service listening on (http:\/\/\S+)\s*$/;
+const READY_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 5_000;
+
+// Servers still running in this process, with their data directories: killed and removed
+// if the test process exits or is interrupted, so an aborted run leaves nothing behind.
+const running = new Map();
+function killAll() {
+  for (const [child, dataDir] of running) {
+    child.kill('SIGKILL');
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(128 + os.constants.signals[signal]);
+  });
+}
+
+function serverBinary() {
+  const fromEnv = process.env.CHAT_SERVICE_BIN;
+  if (fromEnv) return path.resolve(fromEnv);
+  return path.resolve(__dirname, '..', '..', 'target', 'debug', 'chat-service');
+}
+
+/** Environment for the child: only what the service needs, so a developer's shell cannot
+ * change what is tested. */
+function serverEnv(dataDir, extraEnv) {
+  const env = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    RUST_LOG: process.env.CHAT_TEST_RUST_LOG || 'warn',
+    RUST_BACKTRACE: '1',
+    HOST: '127.0.0.1',
+    PORT: '0',
+    DATA_DIR: dataDir,
+    JWT_SECRET,
+    INTERNAL_SERVICE_TOKEN,
+  };
+  // The store and Redis are opted into per run (scripts/test.sh): CHAT_TEST_STORE=mongo runs
+  // the suite on MongoDB, CHAT_TEST_WITH_REDIS=1 with the Redis adapter, cache and limits.
+  if (process.env.CHAT_TEST_STORE === 'mongo') {
+    if (!process.env.CHAT_TEST_MONGODB_URI) throw new Error('CHAT_TEST_STORE=mongo needs CHAT_TEST_MONGODB_URI');
+    // One database per server process, so parallel files never share documents. Options
+    // after `?` (replicaSet, authSource...) stay after the database name.
+    const [base, query] = process.env.CHAT_TEST_MONGODB_URI.split(/\?(.*)/s);
+    const dbName = `chat_compat_${process.pid}_${crypto.randomBytes(4).toString('hex')}`;
+    env.MONGODB_URI = `${base.replace(/\/+$/, '')}/${dbName}${query ? `?${query}` : ''}`;
+  }
+  if (process.env.CHAT_TEST_WITH_REDIS === '1') {
+    if (!process.env.CHAT_TEST_REDIS_URL) throw new Error('CHAT_TEST_WITH_REDIS=1 needs CHAT_TEST_REDIS_URL');
+    env.REDIS_URL = process.env.CHAT_TEST_REDIS_URL;
+  }
+  for (const [key, value] of Object.entries(extraEnv)) {
+    if (value === undefined || value === null) delete env[key];
+    else env[key] = String(value);
+  }
+  return env;
+}
+
+/**
+ * Spawns the server and resolves once it prints its listening line.
+ * @param {Record<string, string|number|boolean|undefined>} extraEnv per-file settings
+ * @returns {Promise<{url: string, stop: () => Promise<void>, output: () => string}>}
+ */
+async function startServer(extraEnv = {}) {
+  const bin = serverBinary();
+  if (!fs.existsSync(bin)) {
+    throw new Error(`server binary not found at ${bin}: run \`cargo build\` or set CHAT_SERVICE_BIN`);
+  }
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-compat-'));
+  // Run inside the temp directory: the service reads a `.env` from its working directory or
+  // any parent, and a developer's checkout may have one.
+  const child = spawn(bin, [], { cwd: dataDir, env: serverEnv(dataDir, extraEnv), stdio: ['ignore', 'pipe', 'pipe'] });
+  running.set(child, dataDir);
+
+  // Kept for failure messages: a test that cannot start the server should say why.
+  let output = '';
+  const remember = (chunk) => {
+    output += chunk;
+    if (output.length > 64_000) output = output.slice(-32_000);
+  };
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', remember);
+
+  const exited = new Promise((resolve) =>
+    child.once('exit', (code, signal) => {
+      running.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+
+  const ready = new Promise((resolve, reject) => {
+    let pending = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not print its listening line within ${READY_TIMEOUT_MS} ms\n${output}`));
+    }, READY_TIMEOUT_MS);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk) => {
+      remember(chunk);
+      pending += chunk;
+      let nl;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        const m = READY_LINE.exec(line);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      }
+    });
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited before listening (code ${code}, signal ${signal})\n${output}`));
+    });
+  });
+  let url;
+  try {
+    url = await ready;
+  } catch (err) {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+
+  let stopped = false;
+  /** Stops the server; fails if it had already died on its own (a crash during the tests). */
+  async function stop() {
+    if (stopped) return;
+    stopped = true;
+    const crashed = child.exitCode !== null || child.signalCode !== null;
+    if (!crashed) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+    }
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    if (crashed) {
+      throw new Error(`server exited during the tests (code ${child.exitCode}, signal ${child.signalCode})\n${output}`);
+    }
+  }
+
+  return { url, stop, output: () => output };
+}
+
+module.exports = { startServer, JWT_SECRET, INTERNAL_SERVICE_TOKEN };
