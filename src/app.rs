@@ -1,7 +1,6 @@
 //! Assembles the service: configuration → store → service → REST router and Socket.IO layer
 //! on one axum router, served on one port.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,13 +90,70 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
     Ok(App { router, service, demo_token })
 }
 
+/// How long shutdown waits for open connections (WebSockets never finish on their own).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves `app` on `listener` until `shutdown` resolves.
+///
+/// HTTP/1.1 only, on hyper directly rather than `axum::serve`: Socket.IO clients speak
+/// HTTP/1.1 (long-polling and the WebSocket upgrade), and skipping the HTTP/2 sniffing layer
+/// keeps less memory per long-lived connection.
 pub async fn serve(
     app: App,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    // Each connection task watches this; on shutdown it stops taking new requests.
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let open = std::sync::Arc::new(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app.router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
+        let mut closing = closing_rx.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            let _open = open;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                r = connection.as_mut() => r,
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while std::sync::Arc::strong_count(&open) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
