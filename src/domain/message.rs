@@ -160,14 +160,16 @@ pub fn clean_content(raw: &str) -> Result<String, ValidationError> {
         ));
     }
     let clean = sanitize_text(trimmed);
-    if clean.trim().is_empty() {
+    // Removed markup can leave whitespace at either end; trim again.
+    let clean = clean.trim();
+    if clean.is_empty() {
         return Err(ValidationError::field(
             "Invalid message data",
             "content",
             "is empty once unsafe markup is removed",
         ));
     }
-    Ok(clean)
+    Ok(clean.to_string())
 }
 
 /// Keeps the valid attachments of whatever the client sent: an array, or the same array as a

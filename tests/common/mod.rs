@@ -1,0 +1,197 @@
+//! Spawns the real `chat-service` binary on a random port for integration tests, and mints
+//! the tokens they authenticate with. Readiness is the binary's own "listening" line, never
+//! a sleep.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+pub const JWT_SECRET: &str = "integration-test-secret-0123456789";
+pub const INTERNAL_TOKEN: &str = "internal-test-token";
+
+pub struct TestApp {
+    pub base_url: String,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    child: Child,
+    env: Vec<(String, String)>,
+    pub http: reqwest::Client,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the app with a fresh data directory and `extra` environment variables.
+pub fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().to_path_buf();
+    let env: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut app = start(&dir, &env);
+    app._temp = Some(temp);
+    app
+}
+
+impl TestApp {
+    /// Stops this app and starts a new one on the same data directory.
+    pub fn restart(mut self) -> TestApp {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let temp = self._temp.take();
+        let mut next = start(&self.data_dir, &self.env);
+        next._temp = temp;
+        next
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        send(self.http.get(self.url(path)).bearer_auth(token)).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        send(self.http.post(self.url(path)).bearer_auth(token).json(&body)).await
+    }
+
+    pub async fn put(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        send(self.http.put(self.url(path)).bearer_auth(token).json(&body)).await
+    }
+
+    pub async fn patch(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        send(self.http.patch(self.url(path)).bearer_auth(token).json(&body)).await
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> (u16, Value) {
+        send(self.http.delete(self.url(path)).bearer_auth(token)).await
+    }
+
+    /// Creates a conversation as `token`'s user and returns its id.
+    pub async fn conversation(&self, token: &str) -> String {
+        let (status, body) = self.post(token, "/api/conversations", json!({ "agent_id": "agent-1", "title": "Support" })).await;
+        assert_eq!(status, 201, "{body}");
+        body["conversation"]["id"].as_str().expect("id").to_string()
+    }
+
+    /// Posts a message and returns it.
+    pub async fn message(&self, token: &str, conversation: &str, content: &str) -> Value {
+        let (status, body) =
+            self.post(token, &format!("/api/conversations/{conversation}/messages"), json!({ "content": content })).await;
+        assert_eq!(status, 201, "{body}");
+        body["message"].clone()
+    }
+}
+
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn start(dir: &Path, env: &[(String, String)]) -> TestApp {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-service"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATA_DIR", dir)
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // CHAT_TEST_STORE=mongo runs the same tests on MongoDB, one database per data directory.
+    if std::env::var("CHAT_TEST_STORE").as_deref() == Ok("mongo") {
+        let uri = std::env::var("CHAT_TEST_MONGODB_URI").expect("CHAT_TEST_STORE=mongo needs CHAT_TEST_MONGODB_URI");
+        let db = format!("chat_rest_{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(['.', '-'], "_"));
+        cmd.env("MONGODB_URI", format!("{}/{db}", uri.trim_end_matches('/')));
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start chat-service");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base_url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(addr) = line.strip_prefix("chat-service listening on ") {
+                    break addr.trim().to_string();
+                }
+            }
+            _ => {
+                let status = child.wait().ok();
+                panic!("chat-service exited before listening: {status:?}");
+            }
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    TestApp {
+        base_url,
+        data_dir: dir.to_path_buf(),
+        _temp: None,
+        child,
+        env: env.to_vec(),
+        http: reqwest::Client::new(),
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn sign(claims: Value) -> String {
+    sign_with(claims, JWT_SECRET)
+}
+
+pub fn sign_with(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+/// A user of `company`.
+pub fn user(id: &str, company: &str) -> String {
+    sign(json!({ "sub": id, "company_id": company, "exp": now() + 3600 }))
+}
+
+/// A Supabase-style token with the company under `app_metadata`.
+pub fn supabase_user(id: &str, company: &str) -> String {
+    sign(json!({ "sub": id, "app_metadata": { "company_id": company }, "aud": "authenticated", "exp": now() + 3600 }))
+}
+
+pub fn expired(id: &str, company: &str) -> String {
+    sign(json!({ "sub": id, "company_id": company, "exp": now() - 600 }))
+}
+
+pub fn wrong_signature(id: &str, company: &str) -> String {
+    sign_with(json!({ "sub": id, "company_id": company, "exp": now() + 3600 }), "not-the-server-secret-0123456789")
+}
+
+pub fn alg_none(id: &str, company: &str) -> String {
+    use base64::Engine;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.",
+        b64(json!({ "alg": "none", "typ": "JWT" })),
+        b64(json!({ "sub": id, "company_id": company, "exp": now() + 3600 }))
+    )
+}
+
+pub fn no_company(id: &str) -> String {
+    sign(json!({ "sub": id, "exp": now() + 3600 }))
+}
+
+pub fn widget(conversation: &str, company: &str) -> String {
+    sign(json!({ "typ": "widget", "conversation_id": conversation, "company_id": company, "exp": now() + 3600 }))
+}

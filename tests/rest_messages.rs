@@ -1,0 +1,169 @@
+//! Messages over HTTP: posting, paging, the main thread, edits, reactions, read receipts,
+//! deletes, validation and sanitization.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn post_and_page_messages() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+
+    let (status, body) = app
+        .post(&alice, &format!("/api/conversations/{id}/messages"), json!({
+            "content": "  first  ", "messageType": "image",
+            "attachments": [{ "url": "https://cdn.test/a.png", "type": "image/png", "name": "a.png", "size": 10 }],
+            "tempId": "t1"
+        }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let m = &body["message"];
+    assert_eq!(m["_id"], m["id"]);
+    assert_eq!(m["conversation_id"], id.as_str());
+    assert_eq!(m["content"], "first");
+    assert_eq!(m["message_type"], "image");
+    assert_eq!(m["sender_type"], "user");
+    assert_eq!(m["sender_id"], "alice");
+    assert_eq!(m["role"], "user");
+    assert_eq!(m["attachments"][0]["name"], "a.png");
+    assert!(m["thread_id"].is_null());
+
+    // Attachments as a JSON string (as deployed clients send them); invalid entries dropped.
+    let attachments = json!([{ "url": "https://cdn.test/b.pdf", "type": "file", "name": "b.pdf" }, { "url": "javascript:alert(1)", "type": "file", "name": "x" }]).to_string();
+    let (status, body) = app.post(&alice, &format!("/api/conversations/{id}/messages"), json!({ "content": "second", "attachments": attachments })).await;
+    assert_eq!(status, 201);
+    assert_eq!(body["message"]["attachments"].as_array().unwrap().len(), 1);
+
+    for i in 3..=12 {
+        app.message(&alice, &id, &format!("m{i}")).await;
+    }
+    let (status, body) = app.get(&alice, &format!("/api/conversations/{id}/messages?limit=5")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["total"], 12);
+    assert_eq!((body["limit"].as_u64(), body["offset"].as_u64()), (Some(5), Some(0)));
+    let contents: Vec<&str> = body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["m8", "m9", "m10", "m11", "m12"], "the newest page, in chronological order");
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{id}/messages?limit=5&offset=10")).await;
+    let contents: Vec<&str> = body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["first", "second"]);
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{id}/messages?limit=500")).await;
+    assert_eq!(body["limit"], 100);
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{id}/messages?offset=50")).await;
+    assert_eq!(body["messages"], json!([]));
+    assert_eq!(body["total"], 12);
+}
+
+#[tokio::test]
+async fn main_thread_excludes_thread_messages() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+    let (_, t) = app.post(&alice, &format!("/api/conversations/{id}/threads"), json!({ "title": "Side" })).await;
+    let tid = t["thread"]["id"].as_str().unwrap();
+    app.message(&alice, &id, "main").await;
+    let (status, body) = app.post(&alice, &format!("/api/conversations/{id}/messages"), json!({ "content": "in thread", "threadId": tid })).await;
+    assert_eq!(status, 201);
+    assert_eq!(body["message"]["thread_id"], tid);
+
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{id}/messages")).await;
+    assert_eq!(body["total"], 1);
+    assert_eq!(body["messages"][0]["content"], "main");
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{id}/messages?thread_id={tid}")).await;
+    assert_eq!(body["total"], 1);
+    assert_eq!(body["messages"][0]["content"], "in thread");
+
+    let (status, body) = app.post(&alice, &format!("/api/conversations/{id}/messages"), json!({ "content": "x", "threadId": "6f1c0d4e-1b2a-4c3d-8e9f-0a1b2c3d4e5f" })).await;
+    assert_eq!((status, body), (404, json!({ "error": "Thread not found" })));
+}
+
+#[tokio::test]
+async fn message_validation_and_sanitization() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+    let path = format!("/api/conversations/{id}/messages");
+    for body in [
+        json!({ "content": "" }),
+        json!({ "content": "   " }),
+        json!({ "content": "x".repeat(20_000) }),
+        json!({ "content": { "$gt": "" } }),
+        json!({ "content": "ok", "messageType": "gif" }),
+        json!({ "content": "ok", "messageType": "system" }),
+        json!({ "content": "ok", "threadId": { "$ne": null } }),
+        json!(["content"]),
+    ] {
+        let (status, res) = app.post(&alice, &path, body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {res}");
+        assert_eq!(res["error"], "Invalid message data", "{res}");
+        assert!(res["details"].is_array());
+    }
+    let (status, _) = app.post(&alice, &path, json!({ "content": "x".repeat(10_000) })).await;
+    assert_eq!(status, 201);
+
+    let dirty = "hi <script>alert(1)</script><img src=x onerror=alert(2)><a href=\"javascript:alert(3)\">link</a> <b>bold</b>";
+    let m = app.message(&alice, &id, dirty).await;
+    let content = m["content"].as_str().unwrap();
+    assert!(!content.contains("<script"), "{content}");
+    assert!(!content.contains("onerror"), "{content}");
+    assert!(!content.contains("javascript:"), "{content}");
+    assert!(content.contains("hi") && content.contains("link") && content.contains("bold"), "{content}");
+    let (status, _) = app.post(&alice, &path, json!({ "content": "<script>alert(1)</script>" })).await;
+    assert_eq!(status, 400, "nothing left once unsafe markup is removed");
+
+    for bad_id in ["not-an-id", "65a1b2c3d4e5f6a7b8c9d0e", "%7B%22%24gt%22%3A%22%22%7D"] {
+        let (status, _) = app.get(&alice, &format!("/api/conversations/{bad_id}/messages")).await;
+        assert_eq!(status, 400, "{bad_id}");
+    }
+}
+
+#[tokio::test]
+async fn edit_react_read_and_delete() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let bob = user("bob", "acme");
+    let id = app.conversation(&alice).await;
+    let m = app.message(&alice, &id, "original").await;
+    let mid = m["id"].as_str().unwrap();
+    let path = format!("/api/conversations/{id}/messages/{mid}");
+
+    let (status, body) = app.patch(&bob, &path, json!({ "content": "hijack" })).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = app.patch(&alice, &path, json!({ "content": "edited <script>x</script>" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"]["content"], "edited");
+    assert!(body["message"]["metadata"]["edited_at"].is_string());
+
+    let (_, body) = app.patch(&bob, &path, json!({ "reaction": "👍" })).await;
+    assert_eq!(body["message"]["metadata"]["reactions"][0]["emoji"], "👍");
+    assert_eq!(body["message"]["metadata"]["reactions"][0]["user_id"], "bob");
+    let (_, body) = app.patch(&alice, &path, json!({ "reaction": "👍" })).await;
+    assert_eq!(body["message"]["metadata"]["reactions"].as_array().unwrap().len(), 2);
+    let (_, body) = app.patch(&bob, &path, json!({ "reaction": "👍" })).await;
+    assert_eq!(body["message"]["metadata"]["reactions"].as_array().unwrap().len(), 1, "same emoji again toggles it off");
+    let (_, body) = app.patch(&alice, &path, json!({ "reaction": null })).await;
+    assert_eq!(body["message"]["metadata"]["reactions"], json!([]));
+
+    let (status, body) = app.patch(&bob, &path, json!({ "markAsRead": true })).await;
+    assert_eq!(status, 200);
+    assert!(body["message"]["metadata"]["read_at"].is_string());
+    let (status, _) = app.patch(&bob, &path, json!({})).await;
+    assert_eq!(status, 400);
+    let (status, _) = app.patch(&bob, &path, json!({ "reaction": 5 })).await;
+    assert_eq!(status, 400);
+
+    let (status, _) = app.delete(&bob, &path).await;
+    assert_eq!(status, 403);
+    let (status, body) = app.delete(&alice, &path).await;
+    assert_eq!((status, body), (200, json!({ "success": true })));
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{id}/messages")).await;
+    assert_eq!(body["total"], 0, "deleted messages are never listed again");
+    let (status, body) = app.patch(&alice, &path, json!({ "markAsRead": true })).await;
+    assert_eq!((status, body), (404, json!({ "error": "Message not found" })));
+    let (status, _) = app.delete(&alice, &path).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.delete(&alice, &format!("/api/conversations/{id}/messages/zz")).await;
+    assert_eq!(status, 400);
+}

@@ -1,0 +1,199 @@
+//! Authentication, tenant isolation on every route, widget confinement, rate limits,
+//! security headers, body size limit, CORS and /health.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn auth_failures() {
+    let app = spawn_app(&[]);
+    let res = app.http.get(app.url("/api/conversations")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({ "error": "Missing or invalid authorization header" }));
+    let res = app.http.get(app.url("/api/conversations")).header("authorization", "Basic abc").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+
+    for token in [expired("a", "acme"), wrong_signature("a", "acme"), alg_none("a", "acme"), "garbage".to_string()] {
+        let (status, body) = app.get(&token, "/api/conversations").await;
+        assert_eq!((status, body), (401, json!({ "error": "Invalid or expired token" })), "{token}");
+    }
+    let (status, body) = app.get(&no_company("a"), "/api/conversations").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = app.post(&no_company("a"), "/api/conversations", json!({ "agent_id": "x" })).await;
+    assert_eq!(status, 400);
+
+    // Supabase tokens carry the company under app_metadata.
+    let (status, _) = app.get(&supabase_user("a", "acme"), "/api/conversations").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn another_company_gets_404_on_every_route() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let mallory = user("mallory", "evil-co");
+    let id = app.conversation(&alice).await;
+    let m = app.message(&alice, &id, "secret").await;
+    let mid = m["id"].as_str().unwrap();
+    let (_, t) = app.post(&alice, &format!("/api/conversations/{id}/threads"), json!({ "title": "T" })).await;
+    let tid = t["thread"]["id"].as_str().unwrap();
+    let c = format!("/api/conversations/{id}");
+
+    let checks = vec![
+        app.get(&mallory, &c).await,
+        app.put(&mallory, &c, json!({ "status": "ended" })).await,
+        app.patch(&mallory, &c, json!({ "status": "ended" })).await,
+        app.delete(&mallory, &c).await,
+        app.get(&mallory, &format!("{c}/messages")).await,
+        app.post(&mallory, &format!("{c}/messages"), json!({ "content": "x" })).await,
+        app.patch(&mallory, &format!("{c}/messages/{mid}"), json!({ "markAsRead": true })).await,
+        app.delete(&mallory, &format!("{c}/messages/{mid}")).await,
+        app.post(&mallory, &format!("{c}/threads"), json!({ "title": "x" })).await,
+        app.get(&mallory, &format!("{c}/threads/{tid}")).await,
+        app.post(&mallory, &format!("{c}/threads/{tid}"), json!({ "content": "x" })).await,
+        app.post(&mallory, &format!("{c}/participants"), json!({ "userId": "mallory" })).await,
+        app.delete(&mallory, &format!("{c}/participants/alice")).await,
+        app.get(&mallory, &format!("{c}/presence")).await,
+    ];
+    for (i, (status, body)) in checks.into_iter().enumerate() {
+        assert_eq!((status, body), (404, json!({ "error": "Conversation not found" })), "route #{i}");
+    }
+    let (_, body) = app.get(&mallory, "/api/conversations").await;
+    assert_eq!(body["total"], 0);
+
+    // Nothing changed for the owner.
+    let (_, body) = app.get(&alice, &c).await;
+    assert_eq!(body["conversation"]["status"], "active");
+    assert_eq!(body["conversation"]["participants"], json!(["alice"]));
+    let (_, body) = app.get(&alice, &format!("{c}/messages")).await;
+    assert_eq!(body["total"], 1);
+}
+
+#[tokio::test]
+async fn widget_tokens_are_confined_to_their_conversation() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let own = app.conversation(&alice).await;
+    let other = app.conversation(&alice).await;
+    let w = widget(&own, "acme");
+
+    let (status, body) = app.post(&w, &format!("/api/conversations/{own}/messages"), json!({ "content": "from widget" })).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["message"]["sender_id"], format!("widget:{own}"));
+    let (status, _) = app.get(&w, &format!("/api/conversations/{other}")).await;
+    assert_eq!(status, 404);
+    let (_, body) = app.get(&w, "/api/conversations").await;
+    assert_eq!(body["total"], 1);
+    let (status, _) = app.post(&w, "/api/conversations", json!({ "agent_id": "a" })).await;
+    assert_eq!(status, 403);
+    let (status, _) = app.delete(&w, &format!("/api/conversations/{own}")).await;
+    assert_eq!(status, 403);
+    // A widget token for the right conversation but another company sees nothing.
+    let (status, _) = app.get(&widget(&own, "evil-co"), &format!("/api/conversations/{own}")).await;
+    assert_eq!(status, 404);
+
+    // The unsigned legacy widget token only when explicitly allowed.
+    use base64::Engine;
+    let legacy = base64::engine::general_purpose::STANDARD.encode(json!({ "conversationId": own, "companyId": "acme" }).to_string());
+    let (status, _) = app.get(&legacy, &format!("/api/conversations/{own}")).await;
+    assert_eq!(status, 401);
+    let allowing = spawn_app(&[("ALLOW_LEGACY_WIDGET_TOKENS", "true")]);
+    let own2 = allowing.conversation(&alice).await;
+    let legacy2 = base64::engine::general_purpose::STANDARD.encode(json!({ "conversationId": own2, "companyId": "acme" }).to_string());
+    let (status, _) = allowing.get(&legacy2, &format!("/api/conversations/{own2}")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn rate_limit_headers_and_429() {
+    let app = spawn_app(&[("RATE_LIMIT_MAX", "3"), ("RATE_LIMIT_WINDOW_MS", "60000")]);
+    let alice = user("alice", "acme");
+    for expected_remaining in [2, 1, 0] {
+        let res = app.http.get(app.url("/api/conversations")).bearer_auth(&alice).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let h = res.headers();
+        assert_eq!(h["ratelimit-limit"], "3");
+        assert_eq!(h["ratelimit-remaining"], expected_remaining.to_string().as_str());
+        let reset: u64 = h["ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&reset), "{reset}");
+    }
+    let res = app.http.get(app.url("/api/conversations")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["ratelimit-remaining"], "0");
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({ "error": "Too many requests", "message": "Please try again later" }));
+    // Unauthenticated requests count too, and /health is never limited.
+    let res = app.http.get(app.url("/api/conversations")).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    for _ in 0..5 {
+        let res = app.http.get(app.url("/health")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("ratelimit-limit").is_none());
+    }
+}
+
+#[tokio::test]
+async fn security_headers_body_limit_cors_and_health() {
+    let app = spawn_app(&[("SOCKET_CORS_ORIGINS", "https://app.example.com")]);
+    let alice = user("alice", "acme");
+    let res = app.http.get(app.url("/api/conversations")).bearer_auth(&alice).send().await.unwrap();
+    let h = res.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert!(h["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+
+    let big = format!("{{\"agent_id\":\"a\",\"title\":\"{}\"}}", "x".repeat(11 * 1024 * 1024));
+    let res = app
+        .http
+        .post(app.url("/api/conversations"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+
+    let res = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/conversations"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+    let res = app
+        .http
+        .get(app.url("/health"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["service"], "chat-service");
+    assert_eq!(body["checks"]["store"]["status"], "ok");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let (status, body) = app.get(&alice, "/api/nope").await;
+    assert_eq!((status, body), (404, json!({ "error": "Not found" })));
+}
+
+#[tokio::test]
+async fn invalid_configuration_stops_start_up_naming_the_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-service"))
+        .env("PORT", "eighty")
+        .env("DATA_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("PORT"), "{stderr}");
+}
