@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: Rust unit and integration tests (the real binary driven over HTTP), and
-# the Socket.IO compatibility suite (socket.io-client 4.8 and python-socketio) against a
-# freshly built server binary.
+# Runs every test: Rust unit and integration tests (the real binary driven over HTTP), the
+# store contract suite on SQLite and MongoDB, and the Socket.IO compatibility suite
+# (socket.io-client 4.8 and python-socketio) against a freshly built server binary, on the
+# embedded store and again on MongoDB. The test servers (redis-server, a MongoDB wire server)
+# are started on free loopback ports first and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -11,14 +13,26 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing test clients (npm packages, python-socketio)"
 scripts/install-test-clients.sh
 
+step "starting test servers (redis-server, MongoDB wire server)"
+trap 'scripts/test-services.sh stop' EXIT
+scripts/test-services.sh start
+# shellcheck disable=SC1091
+source .test-services.env
+
 step "building"
 cargo build --locked --bins
 export CHAT_SERVICE_BIN="$root/target/debug/chat-service"
 
-step "Rust tests (unit, REST integration)"
+step "Rust tests (unit, store contract, REST integration) on the embedded store"
 cargo test --locked
 
-step "Socket.IO compatibility suite"
+step "REST integration tests on MongoDB"
+CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*'
+
+step "Socket.IO compatibility suite on the embedded store"
 (cd compat-tests && npm test)
+
+step "Socket.IO compatibility suite on MongoDB"
+(cd compat-tests && CHAT_TEST_STORE=mongo npm test)
 
 step "all tests passed"
