@@ -17,6 +17,7 @@ use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::realtime::{self, Realtime, SocketBroadcaster};
 use crate::service::ChatService;
+use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -40,8 +41,23 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// MongoDB when a URI is configured (production, shared with the sibling services), else
+/// the embedded SQLite store under `DATA_DIR`.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    Ok(Arc::new(SqliteStore::open(&config.data_dir)?))
+    let Some(uri) = &config.mongodb_uri else {
+        return Ok(Arc::new(SqliteStore::open(&config.data_dir)?));
+    };
+    let settings = MongoSettings {
+        uri,
+        database: config.mongodb_database.as_deref(),
+        pool_size: config.mongodb_pool_size,
+        timeout: config.mongodb_timeout,
+    };
+    let store = Arc::new(MongoStore::connect(&settings).await?);
+    // Indexes are created in the background: a database still starting up (or briefly away)
+    // must not keep the service from starting; requests answer 503 until it is reachable.
+    store.ensure_indexes_in_background();
+    Ok(store)
 }
 
 pub async fn build(config: &Config) -> Result<App, StartError> {

@@ -218,6 +218,9 @@ pub fn validation_failed(e: validator::ValidationErrors) -> ValidationError {
 impl UpdateConversationInput {
     pub fn into_changes(self, merge_metadata: bool) -> Result<ConversationChanges, ValidationError> {
         self.validate().map_err(validation_failed)?;
+        if let Some(m) = &self.metadata {
+            super::check_metadata("metadata", m)?;
+        }
         let ended_at = match self.ended_at {
             None => None,
             Some(Value::Null) => Some(None),

@@ -55,3 +55,43 @@ impl std::fmt::Display for ValidationError {
 }
 
 impl std::error::Error for ValidationError {}
+
+/// Checks client-supplied metadata: field names must not start with `$` or contain `.`
+/// (a document database reads those as operators and paths), nor be empty, at any depth.
+pub fn check_metadata(field: &str, metadata: &serde_json::Map<String, serde_json::Value>) -> Result<(), ValidationError> {
+    fn walk(v: &serde_json::Value, depth: usize) -> Result<(), &'static str> {
+        if depth > 20 {
+            return Err("is nested too deeply");
+        }
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    if k.is_empty() || k.starts_with('$') || k.contains('.') || k.contains('\0') {
+                        return Err("has a field name that is empty, starts with $ or contains a dot");
+                    }
+                    walk(v, depth + 1)?;
+                }
+                Ok(())
+            }
+            serde_json::Value::Array(items) => items.iter().try_for_each(|v| walk(v, depth + 1)),
+            _ => Ok(()),
+        }
+    }
+    let as_value = serde_json::Value::Object(metadata.clone());
+    walk(&as_value, 0).map_err(|problem| ValidationError::field("Validation failed", field, problem))
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metadata_field_names_cannot_be_operators_or_paths() {
+        let ok = json!({ "source": "web", "custom": { "a": [1, { "b": 2 }] } });
+        assert!(check_metadata("metadata", ok.as_object().unwrap()).is_ok());
+        for bad in [json!({ "$set": 1 }), json!({ "a.b": 1 }), json!({ "x": { "$gt": "" } }), json!({ "x": [{ "": 1 }] })] {
+            assert!(check_metadata("metadata", bad.as_object().unwrap()).is_err(), "{bad}");
+        }
+    }
+}

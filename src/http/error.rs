@@ -50,7 +50,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
             ApiError::BadBody(d) => (StatusCode::BAD_REQUEST, json!({ "error": "Invalid request body", "details": d })),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": "Request body too large" })),
+            ApiError::PayloadTooLarge => {
+                // The rest of the body is never read, so the connection cannot carry another
+                // request: say so, or a client may reuse it and see its next request fail.
+                let body = Json(json!({ "error": "Request body too large" }));
+                return (StatusCode::PAYLOAD_TOO_LARGE, [(axum::http::header::CONNECTION, "close")], body).into_response();
+            }
             ApiError::InternalApiDisabled => {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "Internal API is disabled: INTERNAL_SERVICE_TOKEN is not set" }))
             }

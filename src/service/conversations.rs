@@ -146,7 +146,11 @@ impl ChatService {
             started_at: at,
             ended_at: None,
             tags: clean_tags(&input.tags)?,
-            metadata: input.metadata.unwrap_or_default(),
+            metadata: {
+                let m = input.metadata.unwrap_or_default();
+                crate::domain::check_metadata("metadata", &m)?;
+                m
+            },
             threads: Vec::new(),
             summary: None,
             created_at: at,

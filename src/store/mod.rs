@@ -6,6 +6,7 @@
 //! writers (thread counts, reactions, participants, metadata merges) are single store calls so
 //! each backend can make them atomic.
 
+pub mod mongo;
 pub mod sqlite;
 
 use async_trait::async_trait;

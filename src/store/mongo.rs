@@ -1,0 +1,519 @@
+//! The production store: MongoDB, sharing the `conversations` and `messages` collections with
+//! the sibling services that use them through Mongoose.
+//!
+//! Documents are written the way those Mongoose models write them (ObjectId `_id`, BSON dates,
+//! `createdAt`/`updatedAt`/`__v` on conversations, `created_at` on messages, thread
+//! subdocuments with their own `_id`) and read tolerantly (either timestamp spelling, ids
+//! stored as strings or ObjectIds, `thread_id: null` as the main thread). Every change that
+//! races between writers is one server-side update (`$inc`, `$addToSet`, `$pull`, dotted
+//! `$set`), never a read-modify-write. The driver reconnects on its own; while the server is
+//! away, calls fail with `StoreError::Unavailable` and the service answers 503.
+
+mod convert;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bson::oid::ObjectId;
+use bson::{doc, Bson, Document};
+use futures_util::TryStreamExt;
+use mongodb::error::ErrorKind;
+use mongodb::options::{ClientOptions, FindOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+use super::{MessageChange, Page, Scope, Store, StoreError, StoreResult};
+use crate::domain::time::{to_iso, Timestamp};
+use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, Reaction, Thread, ThreadScope};
+use convert::{bson_date, conversation_from_doc, conversation_to_doc, json_to_bson, message_from_doc, message_to_doc, thread_to_doc};
+
+/// The database the deployed services use when the URI names none.
+pub const DEFAULT_DATABASE: &str = "syntera";
+
+pub struct MongoStore {
+    db: Database,
+    conversations: Collection<Document>,
+    messages: Collection<Document>,
+}
+
+/// Connection settings, from configuration.
+pub struct MongoSettings<'a> {
+    pub uri: &'a str,
+    /// Overrides the database named in the URI.
+    pub database: Option<&'a str>,
+    pub pool_size: u32,
+    pub timeout: Duration,
+}
+
+impl MongoStore {
+    /// Parses the URI and builds the client. No round trip happens here: the driver connects
+    /// lazily, so the service starts even while the database is still coming up.
+    pub async fn connect(settings: &MongoSettings<'_>) -> StoreResult<Self> {
+        let mut options = ClientOptions::parse(settings.uri)
+            .await
+            .map_err(|e| StoreError::Other(format!("MONGODB_URI: {e}")))?;
+        options.app_name.get_or_insert_with(|| "chat-service".to_string());
+        options.max_pool_size = Some(settings.pool_size);
+        options.connect_timeout = Some(settings.timeout);
+        options.server_selection_timeout = Some(settings.timeout);
+        let database = settings
+            .database
+            .map(str::to_string)
+            .or_else(|| options.default_database.clone())
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+        let client = Client::with_options(options).map_err(map_err)?;
+        let db = client.database(&database);
+        Ok(MongoStore { conversations: db.collection("conversations"), messages: db.collection("messages"), db })
+    }
+
+    /// Creates the contract's indexes. Idempotent; names are left to the server so they match
+    /// the ones Mongoose creates for the same keys.
+    pub async fn ensure_indexes(&self) -> StoreResult<()> {
+        let index = |keys: Document| IndexModel::builder().keys(keys).build();
+        self.messages
+            .create_indexes([
+                index(doc! { "conversation_id": 1, "created_at": 1 }),
+                index(doc! { "conversation_id": 1, "thread_id": 1, "created_at": 1 }),
+            ])
+            .await
+            .map_err(map_err)?;
+        self.conversations
+            .create_indexes([
+                index(doc! { "company_id": 1, "status": 1, "started_at": -1 }),
+                index(doc! { "company_id": 1, "channel": 1, "started_at": -1 }),
+                index(doc! { "company_id": 1, "started_at": -1 }),
+                index(doc! { "contact_id": 1, "started_at": -1 }),
+                index(doc! { "tags": 1 }),
+            ])
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Keeps trying to create the indexes until the server answers, so a database that is
+    /// down at start-up gets its indexes once it is back.
+    pub fn ensure_indexes_in_background(self: &std::sync::Arc<Self>) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match store.ensure_indexes().await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "MongoDB indexes not created yet; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+
+    /// A conversation by id within `scope`, as a filter.
+    fn conversation_filter(scope: Scope<'_>, id: &str) -> StoreResult<Document> {
+        let mut filter = doc! { "_id": object_id(id)? };
+        if let Scope::Company(company) = scope {
+            filter.insert("company_id", company);
+        }
+        Ok(filter)
+    }
+
+    /// Applies `update` to one conversation in scope and returns it as it is afterwards.
+    async fn update_and_return(&self, filter: Document, update: Document) -> StoreResult<Option<Conversation>> {
+        let updated = self
+            .conversations
+            .find_one_and_update(filter, update)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(map_err)?;
+        updated.map(|d| conversation_from_doc(&d)).transpose()
+    }
+
+    async fn find_messages(&self, filter: Document, options: FindOptions) -> StoreResult<Vec<Message>> {
+        let docs: Vec<Document> =
+            self.messages.find(filter).with_options(options).await.map_err(map_err)?.try_collect().await.map_err(map_err)?;
+        docs.iter().map(message_from_doc).collect()
+    }
+
+    fn message_filter(conversation_id: &str, id: &str) -> StoreResult<Document> {
+        Ok(doc! {
+            "_id": object_id(id)?,
+            "conversation_id": id_either(conversation_id),
+            "metadata.deleted_at": Bson::Null,
+        })
+    }
+}
+
+/// Ids arrive validated as 24 hex; anything else here is a bug upstream, not client input.
+fn object_id(id: &str) -> StoreResult<ObjectId> {
+    ObjectId::parse_str(id).map_err(|_| StoreError::Other(format!("not an ObjectId: {id}")))
+}
+
+/// Matches a reference stored either as a hex string (what this service and the shared
+/// models write) or as an ObjectId (what a model declaring `Schema.Types.ObjectId` writes).
+fn id_either(id: &str) -> Bson {
+    match ObjectId::parse_str(id) {
+        Ok(oid) => Bson::Document(doc! { "$in": [id, oid] }),
+        Err(_) => Bson::String(id.to_string()),
+    }
+}
+
+/// Main thread: `thread_id` missing or null (`null` matches both).
+fn thread_filter(scope: &ThreadScope) -> Bson {
+    match scope {
+        ThreadScope::Main => Bson::Null,
+        ThreadScope::Thread(t) => Bson::String(t.clone()),
+    }
+}
+
+/// Case-insensitive "contains" on user text, with every regex metacharacter escaped. Used
+/// instead of `$text` so the search also works on servers without text indexes.
+fn contains_regex(q: &str) -> Bson {
+    let mut escaped = String::with_capacity(q.len() * 2);
+    for ch in q.chars() {
+        if "\\^$.|?*+()[]{}/-".contains(ch) {
+            escaped.push('\\');
+        }
+        escaped.push(ch);
+    }
+    Bson::RegularExpression(bson::Regex { pattern: escaped, options: "i".to_string() })
+}
+
+/// Network trouble and server selection timeouts mean "try again later" (503); anything
+/// else is a failed operation.
+fn map_err(e: mongodb::error::Error) -> StoreError {
+    match e.kind.as_ref() {
+        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ if e.contains_label("RetryableWriteError") || e.contains_label("TransientTransactionError") => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db.run_command(doc! { "ping": 1 }).await.map(|_| ()).map_err(map_err)
+    }
+
+    async fn insert_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
+        self.conversations.insert_one(conversation_to_doc(conversation)?).await.map(|_| ()).map_err(map_err)
+    }
+
+    async fn get_conversation(&self, scope: Scope<'_>, id: &str) -> StoreResult<Option<Conversation>> {
+        let filter = Self::conversation_filter(scope, id)?;
+        let found = self.conversations.find_one(filter).await.map_err(map_err)?;
+        found.map(|d| conversation_from_doc(&d)).transpose()
+    }
+
+    async fn list_conversations(&self, f: &ConversationFilter) -> StoreResult<Page<Conversation>> {
+        let mut filter = doc! { "company_id": &f.company_id };
+        if let Some(s) = f.status {
+            filter.insert("status", s.as_str());
+        }
+        if let Some(c) = f.channel {
+            filter.insert("channel", c.as_str());
+        }
+        if let Some(v) = &f.contact_id {
+            filter.insert("contact_id", v);
+        }
+        if let Some(v) = &f.agent_id {
+            filter.insert("agent_id", v);
+        }
+        if let Some(v) = &f.tag {
+            filter.insert("tags", v);
+        }
+        if let Some(v) = &f.participant {
+            filter.insert("participants", v);
+        }
+        if let Some(q) = &f.q {
+            let re = contains_regex(q);
+            filter.insert("$or", vec![doc! { "title": re.clone() }, doc! { "summary": re.clone() }, doc! { "tags": re }]);
+        }
+        let mut range = Document::new();
+        if let Some(t) = f.started_from {
+            range.insert("$gte", bson_date(&t));
+        }
+        if let Some(t) = f.started_to {
+            range.insert("$lte", bson_date(&t));
+        }
+        if !range.is_empty() {
+            filter.insert("started_at", range);
+        }
+        let total = self.conversations.count_documents(filter.clone()).await.map_err(map_err)?;
+        let docs: Vec<Document> = self
+            .conversations
+            .find(filter)
+            .sort(doc! { "started_at": -1, "_id": -1 })
+            .skip(f.offset)
+            .limit(i64::from(f.limit))
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let items = docs.iter().map(conversation_from_doc).collect::<StoreResult<_>>()?;
+        Ok(Page { items, total })
+    }
+
+    async fn update_conversation(
+        &self,
+        scope: Scope<'_>,
+        id: &str,
+        changes: &ConversationChanges,
+        at: Timestamp,
+    ) -> StoreResult<Option<Conversation>> {
+        let mut set = doc! { "updatedAt": bson_date(&at) };
+        let mut unset = Document::new();
+        if let Some(s) = changes.status {
+            set.insert("status", s.as_str());
+        }
+        if let Some(t) = &changes.tags {
+            set.insert("tags", t.clone());
+        }
+        if let Some(t) = &changes.title {
+            set.insert("title", t.clone());
+        }
+        match changes.ended_at {
+            Some(Some(t)) => {
+                set.insert("ended_at", bson_date(&t));
+            }
+            Some(None) => {
+                unset.insert("ended_at", "");
+            }
+            None => {}
+        }
+        if let Some(m) = &changes.metadata {
+            if changes.merge_metadata {
+                // One `$set` per key: concurrent merges of different keys all survive.
+                for (k, v) in m {
+                    set.insert(format!("metadata.{k}"), json_to_bson(v));
+                }
+            } else {
+                set.insert("metadata", json_to_bson(&serde_json::Value::Object(m.clone())));
+            }
+        }
+        let mut update = doc! { "$set": set };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        self.update_and_return(Self::conversation_filter(scope, id)?, update).await
+    }
+
+    async fn delete_conversation(&self, scope: Scope<'_>, id: &str) -> StoreResult<bool> {
+        let deleted = self.conversations.delete_one(Self::conversation_filter(scope, id)?).await.map_err(map_err)?;
+        if deleted.deleted_count == 0 {
+            return Ok(false);
+        }
+        self.messages.delete_many(doc! { "conversation_id": id_either(id) }).await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn set_participant(
+        &self,
+        scope: Scope<'_>,
+        id: &str,
+        user_id: &str,
+        add: bool,
+        at: Timestamp,
+    ) -> StoreResult<Option<Conversation>> {
+        let op = if add { "$addToSet" } else { "$pull" };
+        let update = doc! { op: { "participants": user_id }, "$set": { "updatedAt": bson_date(&at) } };
+        self.update_and_return(Self::conversation_filter(scope, id)?, update).await
+    }
+
+    async fn add_thread(&self, scope: Scope<'_>, id: &str, thread: &Thread) -> StoreResult<Option<Conversation>> {
+        let update = doc! {
+            "$push": { "threads": thread_to_doc(thread) },
+            "$set": { "updatedAt": bson_date(&thread.created_at) },
+        };
+        self.update_and_return(Self::conversation_filter(scope, id)?, update).await
+    }
+
+    async fn set_summary(&self, id: &str, summary: &str, at: Timestamp) -> StoreResult<()> {
+        let filter = Self::conversation_filter(Scope::AnyCompany, id)?;
+        let update = doc! { "$set": { "summary": summary, "updatedAt": bson_date(&at) } };
+        self.conversations.update_one(filter, update).await.map(|_| ()).map_err(map_err)
+    }
+
+    async fn insert_message(&self, message: &Message) -> StoreResult<Option<u64>> {
+        self.messages.insert_one(message_to_doc(message)?).await.map_err(map_err)?;
+        let Some(thread_id) = &message.thread_id else { return Ok(None) };
+        // The positional `$inc` is atomic on the server, so concurrent sends never lose a
+        // count. The count is then read back: under concurrency it may already include later
+        // sends, which is what the room should see anyway.
+        let conversation = object_id(&message.conversation_id)?;
+        let filter = doc! { "_id": conversation, "threads.id": thread_id };
+        self.conversations
+            .update_one(filter.clone(), doc! { "$inc": { "threads.$.message_count": 1_i64 } })
+            .await
+            .map_err(map_err)?;
+        let found = self
+            .conversations
+            .find_one(filter)
+            .projection(doc! { "threads": 1 })
+            .await
+            .map_err(map_err)?;
+        let count = found.as_ref().and_then(|d| convert::thread_count(d, thread_id));
+        Ok(count.or(Some(1)))
+    }
+
+    async fn get_message(&self, conversation_id: &str, id: &str) -> StoreResult<Option<Message>> {
+        let found = self.messages.find_one(Self::message_filter(conversation_id, id)?).await.map_err(map_err)?;
+        found.map(|d| message_from_doc(&d)).transpose()
+    }
+
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        scope: &ThreadScope,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<Page<Message>> {
+        let filter = doc! {
+            "conversation_id": id_either(conversation_id),
+            "thread_id": thread_filter(scope),
+            "metadata.deleted_at": Bson::Null,
+        };
+        let total = self.messages.count_documents(filter.clone()).await.map_err(map_err)?;
+        let options = FindOptions::builder()
+            .sort(doc! { "created_at": -1, "_id": -1 })
+            .skip(offset)
+            .limit(i64::from(limit))
+            .build();
+        let mut items = self.find_messages(filter, options).await?;
+        items.reverse();
+        Ok(Page { items, total })
+    }
+
+    async fn recent_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<Message>> {
+        let filter = doc! { "conversation_id": id_either(conversation_id), "metadata.deleted_at": Bson::Null };
+        let options = FindOptions::builder().sort(doc! { "created_at": -1, "_id": -1 }).limit(i64::from(limit)).build();
+        let mut items = self.find_messages(filter, options).await?;
+        items.reverse();
+        Ok(items)
+    }
+
+    async fn count_messages(&self, conversation_id: &str) -> StoreResult<u64> {
+        let filter = doc! { "conversation_id": id_either(conversation_id), "metadata.deleted_at": Bson::Null };
+        self.messages.count_documents(filter).await.map_err(map_err)
+    }
+
+    async fn update_message(
+        &self,
+        conversation_id: &str,
+        id: &str,
+        change: &MessageChange,
+    ) -> StoreResult<Option<Message>> {
+        let filter = Self::message_filter(conversation_id, id)?;
+        match change {
+            MessageChange::Content { content, edited_at } => {
+                let update = doc! { "$set": { "content": content, "metadata.edited_at": bson_date(edited_at) } };
+                self.messages.update_one(filter.clone(), update).await.map_err(map_err)?;
+            }
+            MessageChange::MarkRead { at } => {
+                // Only the first read counts.
+                let mut first_read = filter.clone();
+                first_read.insert("metadata.read_at", Bson::Null);
+                let update = doc! { "$set": { "metadata.read_at": bson_date(at) } };
+                self.messages.update_one(first_read, update).await.map_err(map_err)?;
+            }
+            MessageChange::Reaction { user_id, emoji: None, .. } => {
+                let update = doc! { "$pull": { "metadata.reactions": { "user_id": user_id } } };
+                self.messages.update_one(filter.clone(), update).await.map_err(map_err)?;
+            }
+            MessageChange::Reaction { user_id, emoji: Some(emoji), at } => {
+                // A toggle as two conditional single-document updates: remove it if present,
+                // otherwise add it. Each is atomic, so concurrent reactors never overwrite
+                // each other's entries.
+                let mine = doc! { "user_id": user_id, "emoji": emoji };
+                let mut has_it = filter.clone();
+                has_it.insert("metadata.reactions", doc! { "$elemMatch": mine.clone() });
+                let removed = self
+                    .messages
+                    .update_one(has_it, doc! { "$pull": { "metadata.reactions": mine.clone() } })
+                    .await
+                    .map_err(map_err)?;
+                if removed.matched_count == 0 {
+                    let reaction = Reaction { emoji: emoji.clone(), user_id: user_id.clone(), created_at: to_iso(at) };
+                    let mut lacks_it = filter.clone();
+                    lacks_it.insert("metadata.reactions", doc! { "$not": { "$elemMatch": mine } });
+                    let entry = doc! { "emoji": reaction.emoji, "user_id": reaction.user_id, "created_at": bson_date(at) };
+                    self.messages
+                        .update_one(lacks_it, doc! { "$push": { "metadata.reactions": entry } })
+                        .await
+                        .map_err(map_err)?;
+                }
+            }
+            MessageChange::MergeMetadata(map) => {
+                if !map.is_empty() {
+                    let mut set = Document::new();
+                    for (k, v) in map {
+                        set.insert(format!("metadata.{k}"), json_to_bson(v));
+                    }
+                    self.messages.update_one(filter.clone(), doc! { "$set": set }).await.map_err(map_err)?;
+                }
+            }
+        }
+        let found = self.messages.find_one(filter).await.map_err(map_err)?;
+        found.map(|d| message_from_doc(&d)).transpose()
+    }
+
+    async fn soft_delete_message(&self, conversation_id: &str, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let filter = Self::message_filter(conversation_id, id)?;
+        let update = doc! { "$set": { "metadata.deleted_at": bson_date(&at) } };
+        let result = self.messages.update_one(filter, update).await.map_err(map_err)?;
+        Ok(result.modified_count > 0)
+    }
+
+    async fn list_company_messages(
+        &self,
+        company_id: &str,
+        limit: u32,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> StoreResult<Page<Message>> {
+        // Messages carry no company: find the company's conversations first (an index-only
+        // projection), then their messages.
+        let ids: Vec<Document> = self
+            .conversations
+            .find(doc! { "company_id": company_id })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let mut refs: Vec<Bson> = Vec::with_capacity(ids.len() * 2);
+        for d in &ids {
+            if let Ok(oid) = d.get_object_id("_id") {
+                refs.push(Bson::String(oid.to_hex()));
+                refs.push(Bson::ObjectId(oid));
+            }
+        }
+        if refs.is_empty() {
+            return Ok(Page { items: Vec::new(), total: 0 });
+        }
+        let mut filter = doc! { "conversation_id": { "$in": refs }, "metadata.deleted_at": Bson::Null };
+        let mut range = Document::new();
+        if let Some(t) = from {
+            range.insert("$gte", bson_date(&t));
+        }
+        if let Some(t) = to {
+            range.insert("$lte", bson_date(&t));
+        }
+        if !range.is_empty() {
+            filter.insert("created_at", range);
+        }
+        let total = self.messages.count_documents(filter.clone()).await.map_err(map_err)?;
+        let options = FindOptions::builder().sort(doc! { "created_at": -1, "_id": -1 }).limit(i64::from(limit)).build();
+        let items = self.find_messages(filter, options).await?;
+        Ok(Page { items, total })
+    }
+}

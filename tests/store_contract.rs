@@ -1,0 +1,539 @@
+//! The `Store` contract, written once and run against every backend: the embedded SQLite
+//! store and MongoDB (the server named by `CHAT_TEST_MONGODB_URI`, which
+//! `scripts/test-services.sh start` provides). Each test gets a fresh database.
+
+use std::sync::Arc;
+
+use chat_service::domain::time::{from_millis, Timestamp};
+use chat_service::domain::{
+    new_object_id, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageType, Role,
+    SenderType, Status, Thread, ThreadScope,
+};
+use chat_service::store::mongo::{MongoSettings, MongoStore};
+use chat_service::store::sqlite::SqliteStore;
+use chat_service::store::{MessageChange, Scope, Store};
+use serde_json::{json, Map, Value};
+
+/// A store under test and whatever keeps its data alive.
+struct Backend {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    Backend { store: Arc::new(SqliteStore::open(dir.path()).unwrap()), _dir: Some(dir) }
+}
+
+async fn mongo() -> Backend {
+    let uri = std::env::var("CHAT_TEST_MONGODB_URI")
+        .expect("CHAT_TEST_MONGODB_URI is not set: run scripts/test.sh, or scripts/test-services.sh start and source .test-services.env");
+    let database = format!("contract_{}", new_object_id());
+    let settings = MongoSettings {
+        uri: &uri,
+        database: Some(&database),
+        pool_size: 20,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    let store = MongoStore::connect(&settings).await.unwrap();
+    store.ensure_indexes().await.unwrap();
+    Backend { store: Arc::new(store), _dir: None }
+}
+
+/// Generates one `#[tokio::test]` per backend for each contract function.
+macro_rules! contract {
+    ($($name:ident),+ $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::sqlite().await.store).await })+
+        }
+        mod on_mongodb {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::mongo().await.store).await })+
+        }
+    };
+}
+
+contract!(
+    answers_ping,
+    conversation_round_trip_and_tenant_scope,
+    conversation_updates,
+    conversation_list_filters_order_and_paging,
+    search_is_literal_and_case_insensitive,
+    participants_are_a_set,
+    threads_and_concurrent_counts,
+    message_pages_and_threads,
+    message_changes,
+    concurrent_reactions_all_survive,
+    soft_delete_hides_but_keeps,
+    delete_conversation_takes_its_messages,
+    company_messages_newest_first_within_dates,
+    summary_is_stored,
+);
+
+fn at(ms: i64) -> Timestamp {
+    from_millis(1_700_000_000_000 + ms)
+}
+
+fn conversation(company: &str, started: i64) -> Conversation {
+    Conversation {
+        id: new_object_id(),
+        agent_id: "agent-1".into(),
+        company_id: company.into(),
+        contact_id: None,
+        user_id: Some("alice".into()),
+        participants: vec!["alice".into()],
+        title: Some("Support".into()),
+        channel: Channel::Chat,
+        status: Status::Active,
+        started_at: at(started),
+        ended_at: None,
+        tags: Vec::new(),
+        metadata: Map::new(),
+        threads: Vec::new(),
+        summary: None,
+        created_at: at(started),
+        updated_at: at(started),
+    }
+}
+
+fn message(conversation_id: &str, thread: Option<&str>, content: &str, created: i64) -> Message {
+    Message {
+        id: new_object_id(),
+        conversation_id: conversation_id.into(),
+        thread_id: thread.map(str::to_string),
+        sender_type: SenderType::User,
+        sender_id: "alice".into(),
+        role: Role::User,
+        content: content.into(),
+        message_type: MessageType::Text,
+        attachments: Vec::new(),
+        ai_metadata: None,
+        metadata: Map::new(),
+        created_at: at(created),
+    }
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap()
+}
+
+fn thread(title: &str) -> Thread {
+    Thread { id: uuid_like(), title: title.into(), created_at: at(1), message_count: 0 }
+}
+
+fn uuid_like() -> String {
+    let hex = new_object_id();
+    format!("{}-{}-4{}-8{}-{}0000", &hex[0..8], &hex[8..12], &hex[12..15], &hex[15..18], &hex[18..24])
+}
+
+fn contents(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.content.as_str()).collect()
+}
+
+async fn answers_ping(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    assert!(["sqlite", "mongodb"].contains(&store.kind()));
+}
+
+async fn conversation_round_trip_and_tenant_scope(store: Arc<dyn Store>) {
+    let mut c = conversation("acme", 0);
+    c.contact_id = Some("contact-9".into());
+    c.tags = vec!["vip".into()];
+    c.metadata = object(json!({ "source": "widget", "nested": { "n": 1, "list": [1, "two"] } }));
+    c.ended_at = Some(at(5));
+    store.insert_conversation(&c).await.unwrap();
+
+    let read = store.get_conversation(Scope::Company("acme"), &c.id).await.unwrap();
+    assert_eq!(read.as_ref(), Some(&c));
+    assert_eq!(store.get_conversation(Scope::AnyCompany, &c.id).await.unwrap().as_ref(), Some(&c));
+    assert_eq!(store.get_conversation(Scope::Company("globex"), &c.id).await.unwrap(), None);
+    assert_eq!(store.get_conversation(Scope::Company("acme"), &new_object_id()).await.unwrap(), None);
+}
+
+async fn conversation_updates(store: Arc<dyn Store>) {
+    let mut c = conversation("acme", 0);
+    c.metadata = object(json!({ "a": 1, "b": 2 }));
+    store.insert_conversation(&c).await.unwrap();
+
+    let changes = ConversationChanges {
+        status: Some(Status::Ended),
+        tags: Some(vec!["x".into(), "y".into()]),
+        title: Some("Renamed".into()),
+        ended_at: Some(Some(at(100))),
+        metadata: Some(object(json!({ "b": 3, "c": 4 }))),
+        merge_metadata: true,
+    };
+    let u = store.update_conversation(Scope::Company("acme"), &c.id, &changes, at(200)).await.unwrap().unwrap();
+    assert_eq!(u.status, Status::Ended);
+    assert_eq!(u.tags, vec!["x", "y"]);
+    assert_eq!(u.title.as_deref(), Some("Renamed"));
+    assert_eq!(u.ended_at, Some(at(100)));
+    assert_eq!(Value::Object(u.metadata.clone()), json!({ "a": 1, "b": 3, "c": 4 }));
+    assert_eq!(u.updated_at, at(200));
+    assert_eq!(u.created_at, at(0));
+
+    let replace = ConversationChanges {
+        metadata: Some(object(json!({ "only": true }))),
+        ended_at: Some(None),
+        ..Default::default()
+    };
+    let u = store.update_conversation(Scope::AnyCompany, &c.id, &replace, at(300)).await.unwrap().unwrap();
+    assert_eq!(Value::Object(u.metadata.clone()), json!({ "only": true }));
+    assert_eq!(u.ended_at, None);
+    assert_eq!(store.get_conversation(Scope::AnyCompany, &c.id).await.unwrap(), Some(u));
+
+    let other = store.update_conversation(Scope::Company("globex"), &c.id, &replace, at(400)).await.unwrap();
+    assert_eq!(other, None, "another company cannot update it");
+
+    // Concurrent merges of different keys all land.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (store, id) = (store.clone(), c.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let changes = ConversationChanges {
+                metadata: Some(object(json!({ format!("k{i}"): i }))),
+                merge_metadata: true,
+                ..Default::default()
+            };
+            store.update_conversation(Scope::AnyCompany, &id, &changes, at(500)).await.unwrap().unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let u = store.get_conversation(Scope::AnyCompany, &c.id).await.unwrap().unwrap();
+    assert_eq!(u.metadata.len(), 21, "{:?}", u.metadata);
+}
+
+async fn conversation_list_filters_order_and_paging(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let mut c = conversation("acme", i * 1000);
+        c.channel = if i % 2 == 0 { Channel::Chat } else { Channel::Voice };
+        c.status = if i < 4 { Status::Ended } else { Status::Active };
+        c.contact_id = Some(format!("contact-{}", i % 3));
+        c.agent_id = format!("agent-{}", i % 2);
+        c.tags = if i % 4 == 0 { vec!["vip".into(), "billing".into()] } else { vec!["billing".into()] };
+        c.participants = if i == 7 { vec!["alice".into(), "bob".into()] } else { vec!["alice".into()] };
+        store.insert_conversation(&c).await.unwrap();
+        ids.push(c.id);
+    }
+    store.insert_conversation(&conversation("globex", 500)).await.unwrap();
+
+    let base = ConversationFilter { company_id: "acme".into(), limit: 50, ..Default::default() };
+    let all = store.list_conversations(&base).await.unwrap();
+    assert_eq!(all.total, 12);
+    let listed: Vec<&str> = all.items.iter().map(|c| c.id.as_str()).collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first, "newest started_at first");
+
+    let count = |f: ConversationFilter| {
+        let store = store.clone();
+        async move { store.list_conversations(&f).await.unwrap() }
+    };
+    assert_eq!(count(ConversationFilter { status: Some(Status::Ended), ..base.clone() }).await.total, 4);
+    assert_eq!(count(ConversationFilter { channel: Some(Channel::Voice), ..base.clone() }).await.total, 6);
+    assert_eq!(count(ConversationFilter { contact_id: Some("contact-1".into()), ..base.clone() }).await.total, 4);
+    assert_eq!(count(ConversationFilter { agent_id: Some("agent-0".into()), ..base.clone() }).await.total, 6);
+    assert_eq!(count(ConversationFilter { tag: Some("vip".into()), ..base.clone() }).await.total, 3);
+    assert_eq!(count(ConversationFilter { participant: Some("bob".into()), ..base.clone() }).await.total, 1);
+    assert_eq!(
+        count(ConversationFilter { status: Some(Status::Active), channel: Some(Channel::Chat), ..base.clone() }).await.total,
+        4
+    );
+    // Date bounds are inclusive on both ends.
+    let ranged = count(ConversationFilter { started_from: Some(at(3000)), started_to: Some(at(5000)), ..base.clone() }).await;
+    assert_eq!(ranged.total, 3);
+    assert_eq!(ranged.items[0].started_at, at(5000));
+
+    // Paging edges: a middle page, the last partial page, past the end.
+    let page = count(ConversationFilter { limit: 5, offset: 5, ..base.clone() }).await;
+    assert_eq!((page.total, page.items.len()), (12, 5));
+    assert_eq!(page.items[0].id, ids[6]);
+    let last = count(ConversationFilter { limit: 5, offset: 10, ..base.clone() }).await;
+    assert_eq!(last.items.len(), 2);
+    let past = count(ConversationFilter { limit: 5, offset: 50, ..base.clone() }).await;
+    assert_eq!((past.total, past.items.len()), (12, 0));
+    let one = count(ConversationFilter { limit: 1, ..base.clone() }).await;
+    assert_eq!(one.items.len(), 1);
+}
+
+async fn search_is_literal_and_case_insensitive(store: Arc<dyn Store>) {
+    let mut a = conversation("acme", 0);
+    a.title = Some("Billing question (urgent)".into());
+    let mut b = conversation("acme", 1);
+    b.title = Some("Other".into());
+    b.tags = vec!["Refund.Request".into()];
+    let mut c = conversation("acme", 2);
+    c.title = Some("RefundXRequest".into());
+    for x in [&a, &b, &c] {
+        store.insert_conversation(x).await.unwrap();
+    }
+    let q = |q: &str| {
+        let store = store.clone();
+        let f = ConversationFilter { company_id: "acme".into(), q: Some(q.into()), limit: 50, ..Default::default() };
+        async move { store.list_conversations(&f).await.unwrap().items.into_iter().map(|c| c.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(q("BILLING").await, vec![a.id.clone()]);
+    assert_eq!(q("(urgent)").await, vec![a.id.clone()], "parentheses are text");
+    assert_eq!(q("refund.request").await, vec![b.id.clone()], "a dot is a dot, and tags are searched");
+    assert!(q(".*").await.is_empty(), "no pattern syntax");
+    store.set_summary(&c.id, "Customer wants a refund", at(3)).await.unwrap();
+    assert_eq!(q("wants a").await, vec![c.id.clone()], "the summary is searched");
+}
+
+async fn participants_are_a_set(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    store.insert_conversation(&c).await.unwrap();
+    let scope = Scope::Company("acme");
+    let u = store.set_participant(scope, &c.id, "bob", true, at(10)).await.unwrap().unwrap();
+    assert_eq!(u.participants, vec!["alice", "bob"]);
+    assert_eq!(u.updated_at, at(10));
+    let u = store.set_participant(scope, &c.id, "bob", true, at(11)).await.unwrap().unwrap();
+    assert_eq!(u.participants, vec!["alice", "bob"], "adding twice keeps one");
+    let u = store.set_participant(scope, &c.id, "alice", false, at(12)).await.unwrap().unwrap();
+    assert_eq!(u.participants, vec!["bob"]);
+    let u = store.set_participant(scope, &c.id, "nobody", false, at(13)).await.unwrap().unwrap();
+    assert_eq!(u.participants, vec!["bob"]);
+    assert_eq!(store.set_participant(Scope::Company("globex"), &c.id, "eve", true, at(14)).await.unwrap(), None);
+
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (store, id) = (store.clone(), c.id.clone());
+        tasks.push(tokio::spawn(async move {
+            store.set_participant(Scope::AnyCompany, &id, &format!("user-{i}"), true, at(20)).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let u = store.get_conversation(scope, &c.id).await.unwrap().unwrap();
+    assert_eq!(u.participants.len(), 31, "concurrent adds all land");
+}
+
+async fn threads_and_concurrent_counts(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    store.insert_conversation(&c).await.unwrap();
+    let t1 = thread("Billing");
+    let t2 = thread("Shipping");
+    let u = store.add_thread(Scope::Company("acme"), &c.id, &t1).await.unwrap().unwrap();
+    assert_eq!(u.threads, vec![t1.clone()]);
+    store.add_thread(Scope::Company("acme"), &c.id, &t2).await.unwrap().unwrap();
+    assert_eq!(store.add_thread(Scope::Company("globex"), &c.id, &thread("x")).await.unwrap(), None);
+
+    assert_eq!(store.insert_message(&message(&c.id, None, "main", 0)).await.unwrap(), None);
+    assert_eq!(store.insert_message(&message(&c.id, Some(&t2.id), "first", 1)).await.unwrap(), Some(1));
+
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (store, m) = (store.clone(), message(&c.id, Some(&t1.id), &format!("m{i}"), 10 + i));
+        tasks.push(tokio::spawn(async move { store.insert_message(&m).await.unwrap().unwrap() }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    assert!(seen.iter().all(|n| (1..=100).contains(n)), "{seen:?}");
+    assert!(seen.contains(&100));
+    let u = store.get_conversation(Scope::Company("acme"), &c.id).await.unwrap().unwrap();
+    assert_eq!(u.thread(&t1.id).unwrap().message_count, 100, "100 concurrent sends count 100");
+    assert_eq!(u.thread(&t2.id).unwrap().message_count, 1);
+    let page = store.list_messages(&c.id, &ThreadScope::Thread(t1.id.clone()), 100, 0).await.unwrap();
+    assert_eq!(page.total, 100);
+}
+
+async fn message_pages_and_threads(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    store.insert_conversation(&c).await.unwrap();
+    let t = thread("T");
+    store.add_thread(Scope::AnyCompany, &c.id, &t).await.unwrap();
+    for i in 0..7 {
+        store.insert_message(&message(&c.id, None, &format!("m{i}"), i * 10)).await.unwrap();
+    }
+    store.insert_message(&message(&c.id, Some(&t.id), "in thread", 5)).await.unwrap();
+
+    let main = store.list_messages(&c.id, &ThreadScope::Main, 3, 0).await.unwrap();
+    assert_eq!(main.total, 7, "thread messages are not in the main thread");
+    assert_eq!(contents(&main.items), ["m4", "m5", "m6"], "newest page, oldest first");
+    let older = store.list_messages(&c.id, &ThreadScope::Main, 3, 3).await.unwrap();
+    assert_eq!(contents(&older.items), ["m1", "m2", "m3"]);
+    let oldest = store.list_messages(&c.id, &ThreadScope::Main, 3, 6).await.unwrap();
+    assert_eq!(contents(&oldest.items), ["m0"]);
+    let past = store.list_messages(&c.id, &ThreadScope::Main, 3, 7).await.unwrap();
+    assert!(past.items.is_empty());
+    assert_eq!(past.total, 7);
+
+    let in_thread = store.list_messages(&c.id, &ThreadScope::Thread(t.id.clone()), 50, 0).await.unwrap();
+    assert_eq!(contents(&in_thread.items), ["in thread"]);
+    let unknown = store.list_messages(&c.id, &ThreadScope::Thread(uuid_like()), 50, 0).await.unwrap();
+    assert_eq!(unknown.total, 0);
+
+    // Same timestamp: the order is still stable (by id, which grows).
+    let a = message(&c.id, None, "same-a", 1000);
+    let b = message(&c.id, None, "same-b", 1000);
+    store.insert_message(&a).await.unwrap();
+    store.insert_message(&b).await.unwrap();
+    let newest = store.list_messages(&c.id, &ThreadScope::Main, 2, 0).await.unwrap();
+    assert_eq!(contents(&newest.items), ["same-a", "same-b"]);
+
+    let recent = store.recent_messages(&c.id, 3).await.unwrap();
+    assert_eq!(contents(&recent), ["m6", "same-a", "same-b"], "recent spans every thread");
+    assert_eq!(store.count_messages(&c.id).await.unwrap(), 10);
+
+    let got = store.get_message(&c.id, &a.id).await.unwrap().unwrap();
+    assert_eq!(got, a);
+    let other = conversation("acme", 1);
+    assert_eq!(store.get_message(&other.id, &a.id).await.unwrap(), None, "a message belongs to its conversation");
+}
+
+async fn message_changes(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    store.insert_conversation(&c).await.unwrap();
+    let mut m = message(&c.id, None, "hello", 0);
+    m.ai_metadata = Some(object(json!({ "model": "m-1", "tokens_used": 42, "response_time_ms": 1500 })));
+    m.attachments = vec![chat_service::domain::Attachment {
+        url: "https://files.example.com/a.pdf".into(),
+        kind: "application/pdf".into(),
+        name: "a.pdf".into(),
+        size: Some(1234),
+    }];
+    store.insert_message(&m).await.unwrap();
+    assert_eq!(store.get_message(&c.id, &m.id).await.unwrap().as_ref(), Some(&m));
+
+    let edited = store
+        .update_message(&c.id, &m.id, &MessageChange::Content { content: "hello again".into(), edited_at: at(10) })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(edited.content, "hello again");
+    assert_eq!(edited.metadata["edited_at"], "2023-11-14T22:13:20.010Z");
+
+    let read = store.update_message(&c.id, &m.id, &MessageChange::MarkRead { at: at(20) }).await.unwrap().unwrap();
+    assert_eq!(read.metadata["read_at"], "2023-11-14T22:13:20.020Z");
+    let again = store.update_message(&c.id, &m.id, &MessageChange::MarkRead { at: at(30) }).await.unwrap().unwrap();
+    assert_eq!(again.metadata["read_at"], "2023-11-14T22:13:20.020Z", "the first read counts");
+
+    let react = |user: &str, emoji: Option<&str>| MessageChange::Reaction {
+        user_id: user.into(),
+        emoji: emoji.map(str::to_string),
+        at: at(40),
+    };
+    let r = store.update_message(&c.id, &m.id, &react("bob", Some("👍"))).await.unwrap().unwrap();
+    assert_eq!(r.metadata["reactions"], json!([{ "emoji": "👍", "user_id": "bob", "created_at": "2023-11-14T22:13:20.040Z" }]));
+    store.update_message(&c.id, &m.id, &react("bob", Some("🎉"))).await.unwrap();
+    store.update_message(&c.id, &m.id, &react("carol", Some("👍"))).await.unwrap();
+    let r = store.update_message(&c.id, &m.id, &react("bob", Some("👍"))).await.unwrap().unwrap();
+    let pairs: Vec<(String, String)> = r.metadata["reactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["user_id"].as_str().unwrap().into(), x["emoji"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(pairs, [("bob".into(), "🎉".into()), ("carol".into(), "👍".into())], "same emoji again toggles it off");
+    let r = store.update_message(&c.id, &m.id, &react("bob", None)).await.unwrap().unwrap();
+    assert_eq!(r.metadata["reactions"].as_array().unwrap().len(), 1, "null removes all of the user's reactions");
+
+    let merged = store
+        .update_message(&c.id, &m.id, &MessageChange::MergeMetadata(object(json!({ "intent": "refund", "sentiment": { "score": -0.5 } }))))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(merged.metadata["intent"], "refund");
+    assert_eq!(merged.metadata["sentiment"]["score"], -0.5);
+    assert_eq!(merged.metadata["read_at"], "2023-11-14T22:13:20.020Z", "merging keeps other keys");
+    assert_eq!(merged.ai_metadata, m.ai_metadata);
+    assert_eq!(merged.attachments, m.attachments);
+
+    let missing = store.update_message(&c.id, &new_object_id(), &MessageChange::MarkRead { at: at(1) }).await.unwrap();
+    assert_eq!(missing, None);
+}
+
+async fn concurrent_reactions_all_survive(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    store.insert_conversation(&c).await.unwrap();
+    let m = message(&c.id, None, "react to me", 0);
+    store.insert_message(&m).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..25 {
+        let (store, cid, mid) = (store.clone(), c.id.clone(), m.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let change = MessageChange::Reaction { user_id: format!("user-{i}"), emoji: Some("❤️".into()), at: at(i) };
+            store.update_message(&cid, &mid, &change).await.unwrap().unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = store.get_message(&c.id, &m.id).await.unwrap().unwrap();
+    assert_eq!(got.metadata["reactions"].as_array().unwrap().len(), 25);
+}
+
+async fn soft_delete_hides_but_keeps(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    store.insert_conversation(&c).await.unwrap();
+    let keep = message(&c.id, None, "keep", 0);
+    let gone = message(&c.id, None, "gone", 1);
+    store.insert_message(&keep).await.unwrap();
+    store.insert_message(&gone).await.unwrap();
+    assert!(store.soft_delete_message(&c.id, &gone.id, at(5)).await.unwrap());
+    assert!(!store.soft_delete_message(&c.id, &gone.id, at(6)).await.unwrap(), "already deleted");
+    assert!(!store.soft_delete_message(&c.id, &new_object_id(), at(6)).await.unwrap());
+    assert_eq!(store.get_message(&c.id, &gone.id).await.unwrap(), None);
+    let page = store.list_messages(&c.id, &ThreadScope::Main, 50, 0).await.unwrap();
+    assert_eq!((page.total, contents(&page.items)), (1, vec!["keep"]));
+    assert_eq!(store.count_messages(&c.id).await.unwrap(), 1);
+    assert_eq!(contents(&store.recent_messages(&c.id, 10).await.unwrap()), ["keep"]);
+    let edit = MessageChange::Content { content: "x".into(), edited_at: at(7) };
+    assert_eq!(store.update_message(&c.id, &gone.id, &edit).await.unwrap(), None, "a deleted message cannot be edited");
+}
+
+async fn delete_conversation_takes_its_messages(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    let other = conversation("acme", 1);
+    store.insert_conversation(&c).await.unwrap();
+    store.insert_conversation(&other).await.unwrap();
+    let m = message(&c.id, None, "bye", 0);
+    store.insert_message(&m).await.unwrap();
+    store.insert_message(&message(&other.id, None, "stays", 0)).await.unwrap();
+    assert!(!store.delete_conversation(Scope::Company("globex"), &c.id).await.unwrap());
+    assert!(store.delete_conversation(Scope::Company("acme"), &c.id).await.unwrap());
+    assert!(!store.delete_conversation(Scope::Company("acme"), &c.id).await.unwrap());
+    assert_eq!(store.get_conversation(Scope::AnyCompany, &c.id).await.unwrap(), None);
+    assert_eq!(store.get_message(&c.id, &m.id).await.unwrap(), None);
+    assert_eq!(store.count_messages(&c.id).await.unwrap(), 0);
+    assert_eq!(store.count_messages(&other.id).await.unwrap(), 1);
+}
+
+async fn company_messages_newest_first_within_dates(store: Arc<dyn Store>) {
+    let a1 = conversation("acme", 0);
+    let a2 = conversation("acme", 1);
+    let g = conversation("globex", 2);
+    for c in [&a1, &a2, &g] {
+        store.insert_conversation(c).await.unwrap();
+    }
+    for i in 0..5 {
+        store.insert_message(&message(&a1.id, None, &format!("a1-{i}"), i * 100)).await.unwrap();
+        store.insert_message(&message(&a2.id, None, &format!("a2-{i}"), i * 100 + 50)).await.unwrap();
+        store.insert_message(&message(&g.id, None, &format!("g-{i}"), i * 100 + 25)).await.unwrap();
+    }
+    let all = store.list_company_messages("acme", 100, None, None).await.unwrap();
+    assert_eq!(all.total, 10);
+    assert_eq!(contents(&all.items)[..3], ["a2-4", "a1-4", "a2-3"]);
+    assert!(all.items.iter().all(|m| m.conversation_id != g.id), "never another company's messages");
+    let limited = store.list_company_messages("acme", 2, None, None).await.unwrap();
+    assert_eq!((limited.total, limited.items.len()), (10, 2));
+    let ranged = store.list_company_messages("acme", 100, Some(at(100)), Some(at(250))).await.unwrap();
+    assert_eq!(contents(&ranged.items), ["a2-2", "a1-2", "a2-1", "a1-1"], "both bounds inclusive");
+    let none = store.list_company_messages("initech", 100, None, None).await.unwrap();
+    assert_eq!((none.total, none.items.len()), (0, 0));
+}
+
+async fn summary_is_stored(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    store.insert_conversation(&c).await.unwrap();
+    store.set_summary(&c.id, "The customer asked about billing.", at(99)).await.unwrap();
+    let u = store.get_conversation(Scope::Company("acme"), &c.id).await.unwrap().unwrap();
+    assert_eq!(u.summary.as_deref(), Some("The customer asked about billing."));
+    assert_eq!(u.updated_at, at(99));
+}
