@@ -7,7 +7,8 @@
 #   scripts/test-services.sh start     # start both, write .test-services.env
 #   scripts/test-services.sh stop      # stop what `start` started
 #
-# `.test-services.env` exports CHAT_TEST_REDIS_URL and CHAT_TEST_MONGODB_URI for the tests.
+# `.test-services.env` exports CHAT_TEST_REDIS_URL and CHAT_TEST_MONGODB_URI for the tests, and
+# CHAT_TEST_MONGOD_BIN for tests that start (and stop) a MongoDB wire server of their own.
 # Tests that need one of these servers fail (never skip) when the variable is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +64,7 @@ start() {
 export CHAT_TEST_REDIS_URL=redis://127.0.0.1:$redis_port
 export CHAT_TEST_REDIS_PORT=$redis_port
 export CHAT_TEST_MONGODB_URI=mongodb://127.0.0.1:$mongo_port
+export CHAT_TEST_MONGOD_BIN=$venv/bin/secantusd-py
 EOF
   echo "redis-server on 127.0.0.1:$redis_port, secantusdb on 127.0.0.1:$mongo_port"
 }

@@ -35,4 +35,7 @@ step "Socket.IO compatibility suite on the embedded store"
 step "Socket.IO compatibility suite on MongoDB"
 (cd compat-tests && CHAT_TEST_STORE=mongo npm test)
 
+step "MongoDB data compatibility with the sibling services' Mongoose models"
+(cd compat-tests/mongoose && npm test)
+
 step "all tests passed"

@@ -38,7 +38,7 @@ pub struct MongoStore {
 /// Connection settings, from configuration.
 pub struct MongoSettings<'a> {
     pub uri: &'a str,
-    /// Overrides the database named in the URI.
+    /// The database when the URI names none.
     pub database: Option<&'a str>,
     pub pool_size: u32,
     pub timeout: Duration,
@@ -55,10 +55,10 @@ impl MongoStore {
         options.max_pool_size = Some(settings.pool_size);
         options.connect_timeout = Some(settings.timeout);
         options.server_selection_timeout = Some(settings.timeout);
-        let database = settings
-            .database
-            .map(str::to_string)
-            .or_else(|| options.default_database.clone())
+        let database = options
+            .default_database
+            .clone()
+            .or_else(|| settings.database.map(str::to_string))
             .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
         let client = Client::with_options(options).map_err(map_err)?;
         let db = client.database(&database);
