@@ -83,7 +83,7 @@ impl ChatService {
         };
         let thread_id = optional_thread_id(input.thread_id.as_ref(), "threadId")?;
         let valid = ValidMessage { content, message_type, thread_id, attachments: Vec::new() };
-        self.post_message(&c, Sender { sender_type, sender_id }, valid, input.metadata.unwrap_or_default()).await
+        self.post_message(&c, Sender { sender_type, sender_id }, valid, input.metadata.unwrap_or_default(), None).await
     }
 
     pub async fn internal_list(&self, input: InternalListInput) -> ServiceResult<Page<Message>> {
