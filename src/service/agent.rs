@@ -97,7 +97,7 @@ impl ChatService {
             match admission {
                 Ok(admission) => service.run_agent(&work, job, admission).await,
                 Err(e) => {
-                    tracing::warn!(conversation = %job.conversation.id, message = %job.message.id, error = %e, "agent reply skipped");
+                    tracing::warn!(conversation = %job.conversation.id, message_id = %job.message.id, error = %e, "agent reply skipped");
                     service.post_reply_failure(&job).await;
                 }
             }
@@ -148,12 +148,12 @@ impl ChatService {
         let (reply, elapsed) = match result {
             Ok(answer) => answer,
             Err(e) => {
-                tracing::warn!(conversation = %job.conversation.id, message = %job.message.id, error = %e, "agent reply failed");
+                tracing::warn!(conversation = %job.conversation.id, message_id = %job.message.id, error = %e, "agent reply failed");
                 return self.post_reply_failure(job).await;
             }
         };
         if let Err(e) = self.post_reply(job, &reply, elapsed).await {
-            tracing::warn!(conversation = %job.conversation.id, message = %job.message.id, error = %e, "agent reply not stored");
+            tracing::warn!(conversation = %job.conversation.id, message_id = %job.message.id, error = %e, "agent reply not stored");
             self.post_reply_failure(job).await;
         }
     }
@@ -251,7 +251,7 @@ impl ChatService {
                 Ok(v) => {
                     found.insert(key.into(), v);
                 }
-                Err(e) => tracing::info!(message = %job.message.id, error = %e, "{key} detection failed"),
+                Err(e) => tracing::info!(message_id = %job.message.id, error = %e, "{key} detection failed"),
             }
         }
         if found.is_empty() {
@@ -261,7 +261,7 @@ impl ChatService {
             Ok(Some(updated)) => self.announce_edit(&updated).await,
             // Deleted in the meantime: nothing to enrich.
             Ok(None) => {}
-            Err(e) => tracing::warn!(message = %job.message.id, error = %e, "enrichment not stored"),
+            Err(e) => tracing::warn!(message_id = %job.message.id, error = %e, "enrichment not stored"),
         }
     }
 
