@@ -5,10 +5,11 @@
 //! local axum server that waits and then answers as the contract says.
 //!
 //! ```text
-//! cargo run --release --example agent_latency -- [--messages 300] [--agent-delay-ms 2000]
+//! cargo run --release --example agent_latency -- [--messages 300] [--agent-delay-ms 2000] [--pause-ms 0]
 //! ```
-//! Messages are sent one at a time, each after the previous acknowledgement, so with the slow
-//! agent the agent work of earlier messages is still pending while later ones are measured.
+//! Messages are sent one at a time, each after the previous acknowledgement (and `--pause-ms`
+//! later), so with the slow agent the agent work of earlier messages is still pending while
+//! later ones are measured.
 
 #[allow(dead_code)]
 #[path = "../tests/common/socketio.rs"]
@@ -33,16 +34,20 @@ const WARM_UP: usize = 20;
 struct Args {
     messages: usize,
     agent_delay: Duration,
+    /// Pause between an acknowledgement and the next send, so the background work a message
+    /// sets off can finish before the next one is measured.
+    pause: Duration,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { messages: 300, agent_delay: Duration::from_millis(2000) };
+    let mut a = Args { messages: 300, agent_delay: Duration::from_millis(2000), pause: Duration::ZERO };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--messages" => a.messages = val().parse().expect("--messages"),
             "--agent-delay-ms" => a.agent_delay = Duration::from_millis(val().parse().expect("--agent-delay-ms")),
+            "--pause-ms" => a.pause = Duration::from_millis(val().parse().expect("--pause-ms")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -97,7 +102,7 @@ async fn start_service(data_dir: &std::path::Path, agent_url: Option<&str>) -> S
 }
 
 /// Send → acknowledgement times of `n` sequential `message:send`s, after a warm-up.
-async fn measure(base_url: &str, n: usize) -> Vec<Duration> {
+async fn measure(base_url: &str, n: usize, pause: Duration) -> Vec<Duration> {
     let token = Authenticator::new(SECRET, false, None).issue_user_token("bench-user", "bench-company", 3600);
     let res = reqwest::Client::new()
         .post(format!("{base_url}/api/conversations"))
@@ -121,6 +126,9 @@ async fn measure(base_url: &str, n: usize) -> Vec<Duration> {
             times.push(elapsed);
         }
         client.log.clear();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     times
 }
@@ -148,13 +156,18 @@ async fn main() {
 
     let without_dir = tempfile::tempdir().expect("temp dir");
     let without = start_service(without_dir.path(), None).await;
-    let mut base = measure(&without, args.messages).await;
+    let mut base = measure(&without, args.messages, args.pause).await;
 
     let with_dir = tempfile::tempdir().expect("temp dir");
     let with = start_service(with_dir.path(), Some(&agent_url)).await;
-    let mut slow = measure(&with, args.messages).await;
+    let mut slow = measure(&with, args.messages, args.pause).await;
 
-    println!("message:send → ack, {} messages one after another ({} warm-up not counted)", args.messages, WARM_UP);
+    println!(
+        "message:send → ack, {} messages one after another, {} ms apart ({} warm-up not counted)",
+        args.messages,
+        args.pause.as_millis(),
+        WARM_UP
+    );
     let (p50_base, p99_base) = report("no agent", &mut base);
     let (p50_slow, p99_slow) =
         report(&format!("agent answering in {} ms", args.agent_delay.as_millis()), &mut slow);
