@@ -34,9 +34,9 @@ const SUMMARY_MAX_MESSAGES: u64 = 200;
 const CONTACT_CONTEXT: usize = 10;
 
 /// Conversation metadata key holding the message count at the last summary.
-pub const SUMMARIZED_COUNT_KEY: &str = "summary_message_count";
+const SUMMARIZED_COUNT_KEY: &str = "summary_message_count";
 /// What the conversation shows when the agent could not answer.
-pub const REPLY_FAILED: &str = "Sorry, I encountered an error. Please try again.";
+const REPLY_FAILED: &str = "Sorry, I encountered an error. Please try again.";
 
 /// The agent client and the state of the work in progress.
 pub(super) struct AgentWork {
@@ -108,29 +108,34 @@ impl ChatService {
     /// held until all three are done.
     async fn run_agent(&self, work: &AgentWork, job: Job, _admission: Admission) {
         // The messages before this one: the reply history and the contacts' context.
-        let earlier = match self.store.recent_messages(&job.conversation.id, HISTORY_WITHOUT_SUMMARY as u32 + 1).await {
-            Ok(recent) => Some(
-                recent.into_iter().filter(|m| m.id != job.message.id && m.created_at <= job.message.created_at).collect::<Vec<_>>(),
-            ),
+        let limit = HISTORY_WITHOUT_SUMMARY + 1;
+        let (earlier, count) = match self.store.recent_messages(&job.conversation.id, limit as u32).await {
+            Ok(recent) => {
+                // Fewer than asked for: that is the whole conversation, no need to count it.
+                let count = (recent.len() < limit).then_some(recent.len() as u64);
+                let earlier = recent.into_iter().filter(|m| m.id != job.message.id && m.created_at <= job.message.created_at);
+                (Some(earlier.collect::<Vec<_>>()), count)
+            }
             Err(e) => {
                 tracing::warn!(conversation = %job.conversation.id, error = %e, "agent: could not read the history");
-                None
+                (None, None)
             }
         };
         let context = earlier.as_deref().map(|e| turns(last(e, CONTACT_CONTEXT))).unwrap_or_default();
         tokio::join!(
-            self.reply(work, &job, earlier.as_deref()),
+            self.reply(work, &job, earlier.as_deref(), count),
             self.enrich(work, &job),
             self.extract_contacts(work, &job, &context)
         );
     }
 
     /// Asks for the reply (with a summary first when one is due) and posts it, or posts the
-    /// failure message. `earlier`: the messages before the user's, `None` if unreadable.
-    async fn reply(&self, work: &AgentWork, job: &Job, earlier: Option<&[Message]>) {
+    /// failure message. `earlier`: the messages before the user's, `None` if unreadable;
+    /// `count`: the conversation's message count when already known.
+    async fn reply(&self, work: &AgentWork, job: &Job, earlier: Option<&[Message]>, count: Option<u64>) {
         let Some(earlier) = earlier else { return self.post_reply_failure(job).await };
         let result = async {
-            let summary = self.summary_for_reply(work, job).await;
+            let summary = self.summary_for_reply(work, job, count).await;
             let history = history(summary.as_deref(), earlier);
             let request = ReplyRequest {
                 agent_id: &job.conversation.agent_id,
@@ -191,11 +196,15 @@ impl ChatService {
 
     /// The conversation's summary for the reply history: a new one when due, else the stored
     /// one. A failed summary request leaves the stored one in use.
-    async fn summary_for_reply(&self, work: &AgentWork, job: &Job) -> Option<String> {
+    async fn summary_for_reply(&self, work: &AgentWork, job: &Job, count: Option<u64>) -> Option<String> {
         let c = &job.conversation;
         let stored = c.summary.clone().filter(|s| !s.trim().is_empty());
         let summarized = c.metadata.get(SUMMARIZED_COUNT_KEY).and_then(Value::as_u64).unwrap_or(0);
-        let count = match self.store.count_messages(&c.id).await {
+        let counted = match count {
+            Some(n) => Ok(n),
+            None => self.store.count_messages(&c.id).await,
+        };
+        let count = match counted {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(conversation = %c.id, error = %e, "summary check: could not count messages");

@@ -19,7 +19,6 @@ pub use conversations::ConversationQuery;
 pub use error::{ServiceError, ServiceResult};
 pub use events::{Broadcaster, NoBroadcast};
 pub use internal::{InternalCreateInput, InternalListInput};
-pub use agent::{REPLY_FAILED, SUMMARIZED_COUNT_KEY};
 pub use messages::MessagePatch;
 
 use crate::agent::AgentClient;
