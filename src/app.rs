@@ -10,6 +10,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
+use crate::agent::AgentClient;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::http::{self, ApiContext};
@@ -39,6 +40,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("agent service client: {0}")]
+    Agent(#[from] crate::agent::AgentError),
 }
 
 /// MongoDB when a URI is configured (production, shared with the sibling services), else
@@ -75,7 +78,11 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
     let demo_token = generated.then(|| auth.issue_user_token("demo-user", "demo-company", 24 * 3600));
 
     let broadcaster = Arc::new(SocketBroadcaster::default());
-    let service = Arc::new(ChatService::new(store, broadcaster.clone(), config.legacy_events));
+    let mut service = ChatService::new(store, broadcaster.clone(), config.legacy_events);
+    if let Some(agent) = AgentClient::from_config(config)? {
+        service = service.with_agent(agent);
+    }
+    let service = Arc::new(service);
     let presence = Arc::new(Presence::default());
 
     let realtime = Arc::new(Realtime {

@@ -3,6 +3,7 @@
 //! deployed widget's unsigned base64 token. The result is a `Principal` that every service
 //! call is scoped by.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -27,11 +28,40 @@ pub struct Principal {
     pub company_id: Option<String>,
     pub email: Option<String>,
     pub kind: PrincipalKind,
+    /// The token the caller authenticated with: calls made on the caller's behalf (the agent
+    /// service) carry it. `None` for the internal service principal.
+    pub token: Option<BearerToken>,
+}
+
+/// A raw bearer token, shared cheaply between a socket's events. Never printed: `Debug`
+/// shows only that a token is there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(Arc<str>);
+
+impl BearerToken {
+    pub fn new(token: &str) -> Self {
+        BearerToken(Arc::from(token))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
 }
 
 impl Principal {
     pub fn service() -> Self {
-        Principal { user_id: "service".into(), company_id: None, email: None, kind: PrincipalKind::Service }
+        Principal { user_id: "service".into(), company_id: None, email: None, kind: PrincipalKind::Service, token: None }
+    }
+
+    fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(BearerToken::new(token));
+        self
     }
 
     pub fn is_service(&self) -> bool {
@@ -125,7 +155,7 @@ impl Authenticator {
             return Err(AuthError::Missing);
         }
         if token.matches('.').count() != 2 {
-            return self.verify_legacy_widget(token);
+            return self.verify_legacy_widget(token).map(|p| p.with_token(token));
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| AuthError::Invalid)?;
@@ -133,10 +163,11 @@ impl Authenticator {
         let company_id = claims.company();
         if claims.typ.as_deref() == Some("widget") {
             let conversation_id = claims.conversation_id.filter(|c| is_object_id(c)).ok_or(AuthError::Invalid)?;
-            return Ok(widget_principal(conversation_id.to_ascii_lowercase(), company_id.ok_or(AuthError::Invalid)?));
+            let p = widget_principal(conversation_id.to_ascii_lowercase(), company_id.ok_or(AuthError::Invalid)?);
+            return Ok(p.with_token(token));
         }
         let user_id = claims.sub.filter(|s| !s.is_empty()).ok_or(AuthError::Invalid)?;
-        Ok(Principal { user_id, company_id, email: claims.email, kind: PrincipalKind::User })
+        Ok(Principal { user_id, company_id, email: claims.email, kind: PrincipalKind::User, token: Some(BearerToken::new(token)) })
     }
 
     fn verify_legacy_widget(&self, token: &str) -> Result<Principal, AuthError> {
@@ -184,6 +215,7 @@ fn widget_principal(conversation_id: String, company_id: String) -> Principal {
         company_id: Some(company_id),
         email: None,
         kind: PrincipalKind::Widget { conversation_id },
+        token: None,
     }
 }
 
@@ -233,6 +265,15 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_token_without_printing_it() {
+        let token = sign(json!({"sub": "u1", "exp": unix_now() + 60, "company_id": "c1"}), SECRET);
+        let p = auth().verify(&format!("  {token} ")).unwrap();
+        assert_eq!(p.token.as_ref().map(BearerToken::as_str), Some(token.as_str()));
+        assert!(!format!("{p:?}").contains(&token));
+        assert_eq!(Principal::service().token, None);
+    }
+
+    #[test]
     fn rejects_bad_tokens() {
         let a = auth();
         let exp = unix_now() + 60;
@@ -261,6 +302,7 @@ mod tests {
         let p = a.verify(&sign(json!({"typ": "widget", "conversation_id": CONV, "company_id": "c1", "exp": exp}), SECRET)).unwrap();
         assert_eq!(p.user_id, format!("widget:{CONV}"));
         assert_eq!(p.widget_conversation(), Some(CONV));
+        assert!(p.token.is_some());
         let legacy = base64::engine::general_purpose::STANDARD.encode(json!({"conversationId": CONV, "companyId": "c1"}).to_string());
         assert_eq!(a.verify(&legacy), Err(AuthError::Invalid));
         let allowing = Authenticator::new(SECRET, true, None);

@@ -21,6 +21,14 @@ pub struct Config {
     /// Allowed origins; `["*"]` allows any.
     pub cors_origins: Vec<String>,
     pub agent_service_url: Option<String>,
+    /// Whole-call limit of one agent service call (connect, send, answer), queueing included.
+    pub agent_timeout: Duration,
+    pub agent_connect_timeout: Duration,
+    /// Agent service calls in flight at once; more wait for a free slot.
+    pub agent_max_in_flight: usize,
+    /// User messages whose agent work may be queued or running at once; past that, a
+    /// message's reply fails at once instead of piling up.
+    pub agent_max_pending: usize,
     pub internal_service_token: Option<String>,
     pub allow_legacy_widget_tokens: bool,
     pub legacy_events: bool,
@@ -69,6 +77,10 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .collect(),
             agent_service_url: var("AGENT_SERVICE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            agent_timeout: Duration::from_millis(parse_range(&var, "AGENT_TIMEOUT_MS", "30000", 100, 600_000)?),
+            agent_connect_timeout: Duration::from_millis(parse_range(&var, "AGENT_CONNECT_TIMEOUT_MS", "3000", 10, 60_000)?),
+            agent_max_in_flight: parse_range(&var, "AGENT_MAX_IN_FLIGHT", "64", 1, 10_000)? as usize,
+            agent_max_pending: parse_range(&var, "AGENT_MAX_PENDING", "1000", 1, 1_000_000)? as usize,
             internal_service_token: var("INTERNAL_SERVICE_TOKEN"),
             allow_legacy_widget_tokens: parse_bool(&var, "ALLOW_LEGACY_WIDGET_TOKENS", false)?,
             legacy_events: parse_bool(&var, "LEGACY_EVENTS", true)?,
@@ -171,6 +183,10 @@ mod tests {
         assert!(c.legacy_events);
         assert!(!c.allow_legacy_widget_tokens);
         assert!(c.cors_any());
+        assert_eq!(c.agent_service_url, None);
+        assert_eq!(c.agent_timeout, Duration::from_secs(30));
+        assert_eq!(c.agent_connect_timeout, Duration::from_secs(3));
+        assert_eq!((c.agent_max_in_flight, c.agent_max_pending), (64, 1000));
     }
 
     #[test]
@@ -183,5 +199,9 @@ mod tests {
         assert_eq!(cfg(&[("LEGACY_EVENTS", "maybe")]).unwrap_err().name, "LEGACY_EVENTS");
         assert_eq!(cfg(&[("RATE_LIMIT_MAX", "0")]).unwrap_err().name, "RATE_LIMIT_MAX");
         assert_eq!(cfg(&[("JWT_SECRET", "short")]).unwrap_err().name, "JWT_SECRET");
+        assert_eq!(cfg(&[("AGENT_SERVICE_URL", "agent:4002")]).unwrap_err().name, "AGENT_SERVICE_URL");
+        assert_eq!(cfg(&[("AGENT_MAX_IN_FLIGHT", "0")]).unwrap_err().name, "AGENT_MAX_IN_FLIGHT");
+        let c = cfg(&[("AGENT_SERVICE_URL", "http://agent:4002/")]).unwrap();
+        assert_eq!(c.agent_service_url.as_deref(), Some("http://agent:4002"));
     }
 }

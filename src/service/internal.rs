@@ -85,7 +85,7 @@ impl ChatService {
         let metadata = input.metadata.unwrap_or_default();
         crate::domain::check_metadata("metadata", &metadata)?;
         let valid = ValidMessage { content, message_type, thread_id, attachments: Vec::new() };
-        self.post_message(&c, Sender { sender_type, sender_id }, valid, metadata).await
+        self.post_message(&c, Sender { sender_type, sender_id }, valid, metadata, None).await
     }
 
     pub async fn internal_list(&self, input: InternalListInput) -> ServiceResult<Page<Message>> {

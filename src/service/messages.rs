@@ -1,5 +1,7 @@
 //! Message operations: send, list, edit (content, read receipt, reaction), delete.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::events::{self, raw, MessageDeleted, MessageEdited, MessageNew, ThreadUpdated};
@@ -57,11 +59,19 @@ pub(super) struct Sender {
 
 impl ChatService {
     /// Persists a user's message and broadcasts it (`message:new`, and `message` unless legacy
-    /// events are off; `thread:updated` when in a thread).
-    pub async fn send_message(&self, p: &Principal, conversation_id: &str, input: ValidMessage) -> ServiceResult<Message> {
+    /// events are off; `thread:updated` when in a thread). Then, in the background, the
+    /// conversation's agent answers it (see `agent`).
+    pub async fn send_message(
+        self: &Arc<Self>,
+        p: &Principal,
+        conversation_id: &str,
+        input: ValidMessage,
+    ) -> ServiceResult<Message> {
         let conversation = self.conversation_for(p, conversation_id).await?;
         let sender = Sender { sender_type: SenderType::User, sender_id: p.user_id.clone() };
-        self.post_message(&conversation, sender, input, Map::new()).await
+        let message = self.post_message(&conversation, sender, input, Map::new(), None).await?;
+        self.start_agent(p, &conversation, &message);
+        Ok(message)
     }
 
     /// Stores and broadcasts a message in a conversation the caller has already been allowed into.
@@ -71,6 +81,7 @@ impl ChatService {
         sender: Sender,
         input: ValidMessage,
         metadata: Map<String, Value>,
+        ai_metadata: Option<Map<String, Value>>,
     ) -> ServiceResult<Message> {
         if let Some(t) = &input.thread_id
             && conversation.thread(t).is_none()
@@ -87,7 +98,7 @@ impl ChatService {
             content: input.content,
             message_type: input.message_type,
             attachments: input.attachments,
-            ai_metadata: None,
+            ai_metadata,
             metadata,
             created_at: now(),
         };

@@ -3,6 +3,7 @@
 //! that decides what gets broadcast (through a `Broadcaster`). It knows nothing of HTTP or
 //! Socket.IO.
 
+mod agent;
 mod conversations;
 pub mod error;
 pub mod events;
@@ -20,6 +21,7 @@ pub use events::{Broadcaster, NoBroadcast};
 pub use internal::{InternalCreateInput, InternalListInput};
 pub use messages::MessagePatch;
 
+use crate::agent::AgentClient;
 use crate::auth::{Principal, PrincipalKind};
 use crate::domain::{parse_object_id, Conversation, ConversationFilter};
 use crate::store::{Scope, Store};
@@ -29,11 +31,19 @@ pub struct ChatService {
     broadcaster: Arc<dyn Broadcaster>,
     /// Emit `message` beside `message:new` (and the typing aliases) for older clients.
     legacy_events: bool,
+    /// The agent service's work on users' messages; `None`: no agent calls at all.
+    agent: Option<Arc<agent::AgentWork>>,
 }
 
 impl ChatService {
     pub fn new(store: Arc<dyn Store>, broadcaster: Arc<dyn Broadcaster>, legacy_events: bool) -> Self {
-        ChatService { store, broadcaster, legacy_events }
+        ChatService { store, broadcaster, legacy_events, agent: None }
+    }
+
+    /// Answers users' text messages through the agent service (see `agent`).
+    pub fn with_agent(mut self, client: AgentClient) -> Self {
+        self.agent = Some(Arc::new(agent::AgentWork::new(client)));
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

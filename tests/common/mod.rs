@@ -3,6 +3,8 @@
 //! a sleep.
 #![allow(dead_code)]
 
+pub mod socketio;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
