@@ -16,6 +16,10 @@ pub struct Config {
     pub mongodb_pool_size: u32,
     pub mongodb_timeout: Duration,
     pub redis_url: Option<String>,
+    /// Namespace of every Redis key and channel; nodes serving one set of rooms share it.
+    pub redis_prefix: String,
+    /// How long a node that stopped sending heartbeats keeps its users online.
+    pub presence_ttl: Duration,
     /// `None`: no secret configured; start-up generates a random one and says so loudly.
     pub jwt_secret: Option<String>,
     /// Allowed origins; `["*"]` allows any.
@@ -60,6 +64,8 @@ impl Config {
             mongodb_pool_size: parse_range(&var, "MONGODB_POOL_SIZE", "20", 1, 1000)? as u32,
             mongodb_timeout: Duration::from_millis(parse_range(&var, "MONGODB_TIMEOUT_MS", "5000", 100, 120_000)?),
             redis_url: var("REDIS_URL"),
+            redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "chat".into()),
+            presence_ttl: Duration::from_millis(parse_range(&var, "PRESENCE_TTL_MS", "30000", 300, 3_600_000)?),
             jwt_secret: var("JWT_SECRET"),
             cors_origins: var("SOCKET_CORS_ORIGINS")
                 .or_else(|| var("ALLOWED_ORIGINS"))
@@ -99,6 +105,13 @@ impl Config {
             {
                 return Err(ConfigError { name, value: u.clone(), reason: "must be a URL".into() });
             }
+        }
+        if self.redis_prefix.contains(char::is_whitespace) || self.redis_prefix.contains('#') {
+            return Err(ConfigError {
+                name: "REDIS_PREFIX",
+                value: self.redis_prefix.clone(),
+                reason: "must not contain spaces or '#'".into(),
+            });
         }
         if let Some(u) = &self.mongodb_uri
             && !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://"))

@@ -103,9 +103,10 @@ type Sess = Extension<Arc<Session>>;
 /// The `error` message of every refused `message:send` payload.
 const INVALID_MESSAGE: &str = "Invalid message data";
 
-/// Registers the `/` namespace with its authentication middleware and event handlers.
-pub fn attach<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(io: &SocketIo<A>) {
-    io.ns("/", on_connect::<A>.with(authenticate::<A>));
+/// Registers the `/` namespace with its authentication middleware and event handlers. The
+/// result completes once the adapter is ready (a cluster adapter subscribes to its channels).
+pub fn attach<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(io: &SocketIo<A>) -> A::InitRes {
+    io.ns("/", on_connect::<A>.with(authenticate::<A>))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,7 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(sessio
         state.online = true;
         rt.presence.connect(user)
     };
-    if first_socket {
+    if first_socket.everywhere().await {
         rt.service.announce_presence(&session.principal, true, &[]).await;
     }
 }
@@ -184,7 +185,7 @@ async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(ses
     for conversation_id in &joined {
         let _ = s.to(room(conversation_id)).emit(events::USER_LEFT, &UserInRoom { conversation_id, user_id: user }).await;
     }
-    if was_online && rt.presence.disconnect(user) {
+    if was_online && rt.presence.disconnect(user).everywhere().await {
         rt.service.announce_presence(&session.principal, false, &joined).await;
     }
 }
@@ -308,7 +309,7 @@ async fn on_send<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
     };
     let p = &session.principal;
     let result = async {
-        if !rt.message_limiter.hit(&p.user_id).allowed {
+        if !rt.message_limiter.hit(&p.user_id).await.allowed {
             return Err(ServiceError::RateLimited);
         }
         let input = SendMessageInput::from_value(data)?;
@@ -341,7 +342,7 @@ async fn on_send<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
 /// when the sender is in it.
 async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
     let user = &session.principal.user_id;
-    if !rt.typing_limiter.hit(user).allowed {
+    if !rt.typing_limiter.hit(user).await.allowed {
         return r.error(&ServiceError::RateLimited);
     }
     let id = match conversation_id_of(&data) {
