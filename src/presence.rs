@@ -44,7 +44,7 @@ enum Write {
     /// The user's first (`online`) or last socket on this node; answers how many other live
     /// nodes have the user online.
     User { user_id: String, online: bool, reply: oneshot::Sender<Option<u64>> },
-    Room { conversation_id: String, user_id: String, present: bool },
+    Room { conversation_id: String, user_id: String, present: bool, done: oneshot::Sender<()> },
 }
 
 /// Registers (ARGV[3] = 1) or unregisters this node's copy of a user and counts the other live
@@ -166,14 +166,11 @@ impl Presence {
         Some(rx)
     }
 
-    fn register_room(&self, conversation_id: &str, user_id: &str, present: bool) {
-        if let Some(shared) = &self.shared {
-            let _ = shared.writes.send(Write::Room {
-                conversation_id: conversation_id.to_string(),
-                user_id: user_id.to_string(),
-                present,
-            });
-        }
+    fn register_room(&self, conversation_id: &str, user_id: &str, present: bool) -> Registered {
+        let Some(shared) = &self.shared else { return Registered(None) };
+        let (done, rx) = oneshot::channel();
+        let write = Write::Room { conversation_id: conversation_id.to_string(), user_id: user_id.to_string(), present, done };
+        Registered(shared.writes.send(write).ok().map(|_| rx))
     }
 
     /// Whether the user has a socket on this node.
@@ -181,29 +178,32 @@ impl Presence {
         self.state().users.contains_key(user_id)
     }
 
-    pub fn join(&self, conversation_id: &str, user_id: &str) {
+    /// A socket of the user entered the room. Counted at once; awaiting the result waits
+    /// until every node sees it (so a client told it joined finds itself listed).
+    pub fn join(&self, conversation_id: &str, user_id: &str) -> Registered {
         let mut s = self.state();
         let n = s.rooms.entry(conversation_id.to_string()).or_default().entry(user_id.to_string()).or_insert(0);
         *n += 1;
-        if *n == 1 {
-            self.register_room(conversation_id, user_id, true);
-        }
+        if *n == 1 { self.register_room(conversation_id, user_id, true) } else { Registered(None) }
     }
 
-    pub fn leave(&self, conversation_id: &str, user_id: &str) {
+    /// A socket of the user left the room; like `join`.
+    pub fn leave(&self, conversation_id: &str, user_id: &str) -> Registered {
         let mut s = self.state();
+        let mut registered = Registered(None);
         if let Some(room) = s.rooms.get_mut(conversation_id) {
             if let Some(n) = room.get_mut(user_id) {
                 *n -= 1;
                 if *n == 0 {
                     room.remove(user_id);
-                    self.register_room(conversation_id, user_id, false);
+                    registered = self.register_room(conversation_id, user_id, false);
                 }
             }
             if room.is_empty() {
                 s.rooms.remove(conversation_id);
             }
         }
+        registered
     }
 
     /// Users with at least one socket in the conversation's room (on any live node), sorted.
@@ -230,6 +230,19 @@ impl Presence {
         let mut v: Vec<String> = s.rooms.get(conversation_id).map(|r| r.keys().cloned().collect()).unwrap_or_default();
         v.sort();
         v
+    }
+}
+
+/// A room change of this node on its way to Redis.
+#[must_use = "await `done` before telling clients, or drop it when nobody waits"]
+pub struct Registered(Option<oneshot::Receiver<()>>);
+
+impl Registered {
+    /// Returns once the change is visible to every node (or could not be written).
+    pub async fn done(self) {
+        if let Some(rx) = self.0 {
+            let _ = rx.await;
+        }
     }
 }
 
@@ -310,7 +323,7 @@ impl Writer {
                     .await;
                 let _ = reply.send(others);
             }
-            Write::Room { conversation_id, user_id, present } => {
+            Write::Room { conversation_id, user_id, present, done } => {
                 let room_key = self.cluster.key(&format!("presence:room:{conversation_id}"));
                 let member = format!("{}|{user_id}", self.node);
                 let _: Option<()> = self
@@ -325,6 +338,7 @@ impl Writer {
                         pipe.query_async(&mut c).await
                     })
                     .await;
+                let _ = done.send(());
             }
         }
     }
@@ -387,13 +401,13 @@ mod tests {
     #[test]
     fn rooms_count_sockets() {
         let p = Presence::default();
-        p.join("c", "u");
-        p.join("c", "u");
-        p.join("c", "v");
-        p.leave("c", "u");
+        let _ = p.join("c", "u");
+        let _ = p.join("c", "u");
+        let _ = p.join("c", "v");
+        let _ = p.leave("c", "u");
         assert_eq!(p.online_here_in("c"), vec!["u", "v"]);
-        p.leave("c", "u");
-        p.leave("c", "v");
+        let _ = p.leave("c", "u");
+        let _ = p.leave("c", "v");
         assert!(p.online_here_in("c").is_empty());
     }
 

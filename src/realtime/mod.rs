@@ -173,15 +173,16 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(sessio
 async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
     session.slot.release();
     let user = &session.principal.user_id;
-    let (joined, was_online) = {
+    let (joined, left, was_online) = {
         let mut state = session.state();
         state.closed = true;
         let joined: Vec<String> = state.rooms.drain().collect();
-        for conversation_id in &joined {
-            rt.presence.leave(conversation_id, user);
-        }
-        (joined, std::mem::take(&mut state.online))
+        let left: Vec<_> = joined.iter().map(|conversation_id| rt.presence.leave(conversation_id, user)).collect();
+        (joined, left, std::mem::take(&mut state.online))
     };
+    for registered in left {
+        registered.done().await;
+    }
     for conversation_id in &joined {
         let _ = s.to(room(conversation_id)).emit(events::USER_LEFT, &UserInRoom { conversation_id, user_id: user }).await;
     }
@@ -257,7 +258,7 @@ async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
         Ok(c) => c,
         Err(e) => return r.error(&e),
     };
-    let first_time = {
+    let registered = {
         let mut state = session.state();
         if state.closed {
             // The socket went away while the conversation was being looked up.
@@ -266,10 +267,13 @@ async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
         let first_time = state.rooms.insert(c.id.clone());
         if first_time {
             s.join(room(&c.id));
-            rt.presence.join(&c.id, &p.user_id);
         }
-        first_time
+        first_time.then(|| rt.presence.join(&c.id, &p.user_id))
     };
+    let first_time = registered.is_some();
+    if let Some(registered) = registered {
+        registered.done().await;
+    }
     if first_time {
         let payload = UserInRoom { conversation_id: &c.id, user_id: &p.user_id };
         let _ = s.to(room(&c.id)).emit(events::USER_JOINED, &payload).await;
@@ -284,15 +288,18 @@ async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session)
         Err(e) => return r.error(&e),
     };
     let user = &session.principal.user_id;
-    let was_in = {
+    let registered = {
         let mut state = session.state();
         let was_in = state.rooms.remove(&id);
         if was_in {
             s.leave(room(&id));
-            rt.presence.leave(&id, user);
         }
-        was_in
+        was_in.then(|| rt.presence.leave(&id, user))
     };
+    let was_in = registered.is_some();
+    if let Some(registered) = registered {
+        registered.done().await;
+    }
     if was_in {
         let _ = s.to(room(&id)).emit(events::USER_LEFT, &UserInRoom { conversation_id: &id, user_id: user }).await;
     }

@@ -3,6 +3,9 @@
 //! a sleep.
 #![allow(dead_code)]
 
+pub mod redis;
+pub mod socket;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,6 +43,12 @@ pub fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
     app
 }
 
+/// Starts another node on `other`'s data directory: several nodes, one database.
+pub fn spawn_node_sharing(other: &TestApp, extra: &[(&str, &str)]) -> TestApp {
+    let env: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    start(&other.data_dir, &env)
+}
+
 impl TestApp {
     /// Stops this app and starts a new one on the same data directory.
     pub fn restart(mut self) -> TestApp {
@@ -49,6 +58,11 @@ impl TestApp {
         let mut next = start(&self.data_dir, &self.env);
         next._temp = temp;
         next
+    }
+
+    /// The value of an environment variable this app was started with.
+    pub fn env_value(&self, key: &str) -> Option<String> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
 
     pub fn url(&self, path: &str) -> String {
