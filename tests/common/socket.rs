@@ -155,6 +155,12 @@ impl SocketClient {
         self.seen.iter().filter(|(name, data)| name == event && matches(data)).count()
     }
 
+    /// Forgets everything received so far.
+    pub fn clear_received(&mut self) {
+        while self.events.try_recv().is_ok() {}
+        self.seen.clear();
+    }
+
     /// Closes the connection (the server sees a transport close).
     pub fn close(self) {
         drop(self);
