@@ -125,8 +125,8 @@ async fn main() {
 
     let data = tempfile::tempdir().unwrap();
     let prefix = format!("latency-{}", std::process::id());
-    let a = start_node(&bin, data.path(), &redis, &prefix);
-    let b = start_node(&bin, data.path(), &redis, &prefix);
+    let a = start_node(bin, data.path(), &redis, &prefix);
+    let b = start_node(bin, data.path(), &redis, &prefix);
 
     let reader = token("reader");
     let res: Value = reqwest::Client::new()

@@ -35,6 +35,8 @@ const MAX_SOCKET_PAYLOAD: u64 = 1_000_000;
 pub struct App {
     pub router: Router,
     pub service: Arc<ChatService>,
+    /// Withdrawn from the cluster's presence when the node stops.
+    pub presence: Arc<Presence>,
     /// Set when no `JWT_SECRET` was configured: a token signed with the random secret.
     pub demo_token: Option<String>,
 }
@@ -96,6 +98,7 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         rest_limiter: Arc::new(limiter(config.rate_limit_max, config.rate_limit_window, "rest")),
         cluster: cluster.clone(),
     };
+    let presence = parts.presence.clone();
     let builder = SocketIo::builder().ping_interval(PING_INTERVAL).ping_timeout(PING_TIMEOUT).max_payload(MAX_SOCKET_PAYLOAD);
     let (router, service) = match &cluster {
         None => assemble(builder, parts, config).0,
@@ -109,7 +112,7 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
             assembled
         }
     };
-    Ok(App { router, service, demo_token })
+    Ok(App { router, service, presence, demo_token })
 }
 
 /// What `assemble` wires together, whichever Socket.IO adapter it uses.

@@ -197,4 +197,15 @@ mod tests {
         assert_eq!(cfg(&[("RATE_LIMIT_MAX", "0")]).unwrap_err().name, "RATE_LIMIT_MAX");
         assert_eq!(cfg(&[("JWT_SECRET", "short")]).unwrap_err().name, "JWT_SECRET");
     }
+
+    #[test]
+    fn redis_settings() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.redis_url, c.redis_prefix.as_str(), c.presence_ttl), (None, "chat", Duration::from_secs(30)));
+        let c = cfg(&[("REDIS_URL", "redis://r:6379"), ("REDIS_PREFIX", "eu-1"), ("PRESENCE_TTL_MS", "5000")]).unwrap();
+        assert_eq!((c.redis_url.as_deref(), c.redis_prefix.as_str()), (Some("redis://r:6379"), "eu-1"));
+        assert_eq!(cfg(&[("REDIS_URL", "r:6379")]).unwrap_err().name, "REDIS_URL");
+        assert_eq!(cfg(&[("REDIS_PREFIX", "a b")]).unwrap_err().name, "REDIS_PREFIX");
+        assert_eq!(cfg(&[("PRESENCE_TTL_MS", "10")]).unwrap_err().name, "PRESENCE_TTL_MS");
+    }
 }

@@ -45,6 +45,8 @@ enum Write {
     /// nodes have the user online.
     User { user_id: String, online: bool, reply: oneshot::Sender<Option<u64>> },
     Room { conversation_id: String, user_id: String, present: bool, done: oneshot::Sender<()> },
+    /// This node is stopping: its users stop counting at once rather than after the ttl.
+    Leave { done: oneshot::Sender<()> },
 }
 
 /// Registers (ARGV[3] = 1) or unregisters this node's copy of a user and counts the other live
@@ -173,6 +175,16 @@ impl Presence {
         Registered(shared.writes.send(write).ok().map(|_| rx))
     }
 
+    /// Withdraws this node from the shared presence (on shutdown): other nodes stop counting
+    /// its users now instead of when its heartbeat expires. Waits at most one Redis timeout.
+    pub async fn leave_cluster(&self) {
+        let Some(shared) = &self.shared else { return };
+        let (done, rx) = oneshot::channel();
+        if shared.writes.send(Write::Leave { done }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Whether the user has a socket on this node.
     pub fn is_online_here(&self, user_id: &str) -> bool {
         self.state().users.contains_key(user_id)
@@ -296,6 +308,11 @@ impl Writer {
                     self.register_again().await;
                 }
                 write = rx.recv() => match write {
+                    Some(Write::Leave { done }) => {
+                        self.leave().await;
+                        let _ = done.send(());
+                        return;
+                    }
                     Some(write) => self.apply(write).await,
                     None => return,
                 },
@@ -310,8 +327,17 @@ impl Writer {
             self.cluster.run(|mut c| async move { script.key(key).arg(node).arg(ttl_ms).invoke_async(&mut c).await }).await;
     }
 
+    async fn leave(&self) {
+        let (key, node) = (&self.nodes_key, &self.node);
+        let _: Option<()> = self.cluster.run(|mut c| async move { redis::cmd("ZREM").arg(key).arg(node).query_async(&mut c).await }).await;
+    }
+
     async fn apply(&self, write: Write) {
         match write {
+            Write::Leave { done } => {
+                self.leave().await;
+                let _ = done.send(());
+            }
             Write::User { user_id, online, reply } => {
                 let user_key = self.cluster.key(&format!("presence:user:{user_id}"));
                 let (nodes, node, ttl_ms, script) = (&self.nodes_key, &self.node, self.ttl.as_millis() as u64, &self.user_script);

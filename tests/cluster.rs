@@ -189,6 +189,41 @@ async fn a_node_that_dies_does_not_leave_its_users_online() {
 }
 
 #[tokio::test]
+async fn a_node_that_stops_takes_its_users_offline_at_once() {
+    // The default heartbeat ttl (30 s) is longer than `eventually` waits: only the node's
+    // withdrawal on shutdown can make this pass.
+    let (a, b) = two_nodes(&shared_url(), &[]);
+    let alice = user("s-alice", COMPANY);
+    let conv = a.conversation(&alice).await;
+    let mut on_a = client(&a, &alice).await;
+    on_a.join(&conv).await;
+    let mut on_b = client(&b, &user("s-bob", COMPANY)).await;
+    on_b.join(&conv).await;
+    assert_eq!(online(&a, &alice, &conv).await, json!(["s-alice", "s-bob"]));
+
+    assert!(b.terminate().success());
+    assert!(eventually(|| async { online(&a, &alice, &conv).await == json!(["s-alice"]) }).await);
+}
+
+#[test]
+fn a_node_does_not_start_without_its_redis() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-service"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PORT", "0")
+        .env("DATA_DIR", dir.path())
+        .env("JWT_SECRET", common::JWT_SECRET)
+        .env("REDIS_URL", format!("redis://127.0.0.1:{closed_port}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot start") && stderr.contains("redis"), "{stderr}");
+}
+
+#[tokio::test]
 async fn the_rest_rate_limit_counts_requests_to_every_node() {
     let (a, b) = two_nodes(&shared_url(), &[("RATE_LIMIT_MAX", "6")]);
     let token = user("limited", COMPANY);

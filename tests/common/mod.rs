@@ -60,6 +60,12 @@ impl TestApp {
         next
     }
 
+    /// Stops the app as an orchestrator would (SIGTERM) and waits for it to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait for chat-service")
+    }
+
     /// The value of an environment variable this app was started with.
     pub fn env_value(&self, key: &str) -> Option<String> {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
