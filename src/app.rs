@@ -67,8 +67,8 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         None => None,
     };
     let mut store = open_store(config).await?;
-    if let Some(cluster) = &cluster {
-        store = Arc::new(CachedStore::new(store, cluster.clone()));
+    if let Some(cluster) = cluster.as_ref().filter(|_| !config.cache_ttl.is_zero()) {
+        store = Arc::new(CachedStore::new(store, cluster.clone(), config.cache_ttl));
     }
 
     let (secret, generated) = match &config.jwt_secret {

@@ -20,6 +20,9 @@ pub struct Config {
     pub redis_prefix: String,
     /// How long a node that stopped sending heartbeats keeps its users online.
     pub presence_ttl: Duration,
+    /// Lifetime of a read-cache entry; zero turns the cache off. Bounds how late a write made
+    /// directly in the database by another service shows up.
+    pub cache_ttl: Duration,
     /// `None`: no secret configured; start-up generates a random one and says so loudly.
     pub jwt_secret: Option<String>,
     /// Allowed origins; `["*"]` allows any.
@@ -66,6 +69,7 @@ impl Config {
             redis_url: var("REDIS_URL"),
             redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "chat".into()),
             presence_ttl: Duration::from_millis(parse_range(&var, "PRESENCE_TTL_MS", "30000", 300, 3_600_000)?),
+            cache_ttl: Duration::from_millis(parse_range(&var, "CACHE_TTL_MS", "5000", 0, 86_400_000)?),
             jwt_secret: var("JWT_SECRET"),
             cors_origins: var("SOCKET_CORS_ORIGINS")
                 .or_else(|| var("ALLOWED_ORIGINS"))
@@ -207,5 +211,6 @@ mod tests {
         assert_eq!(cfg(&[("REDIS_URL", "r:6379")]).unwrap_err().name, "REDIS_URL");
         assert_eq!(cfg(&[("REDIS_PREFIX", "a b")]).unwrap_err().name, "REDIS_PREFIX");
         assert_eq!(cfg(&[("PRESENCE_TTL_MS", "10")]).unwrap_err().name, "PRESENCE_TTL_MS");
+        assert_eq!(cfg(&[("CACHE_TTL_MS", "0")]).unwrap().cache_ttl, Duration::ZERO);
     }
 }

@@ -32,6 +32,32 @@ pub enum ClusterError {
     Pool(String),
 }
 
+/// Why a Redis operation gave no answer.
+enum Failure {
+    /// No connection, a dropped one, or no answer in time: Redis counts as down.
+    Unreachable(String),
+    /// Redis answered with an error.
+    Refused(String),
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.is_unrecoverable_error() {
+            Failure::Unreachable(e.to_string())
+        } else {
+            Failure::Refused(e.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable(e) | Failure::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
 /// The Redis connection of this node and its health.
 pub struct Cluster {
     pool: Pool,
@@ -120,23 +146,28 @@ impl Cluster {
         }
         match self.try_run(op).await {
             Ok(v) => Some(v),
-            Err(e) => {
+            Err(Failure::Unreachable(e)) => {
                 self.mark_down(&e);
+                None
+            }
+            Err(Failure::Refused(e)) => {
+                // Redis answered, so it is up; this one command failed (a bug, or memory full).
+                tracing::warn!(error = %e, "redis refused a command; carrying on without it");
                 None
             }
         }
     }
 
-    async fn try_run<T, F, Fut>(&self, op: F) -> Result<T, String>
+    async fn try_run<T, F, Fut>(&self, op: F) -> Result<T, Failure>
     where
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let attempt = async {
-            let conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            op(conn).await.map_err(|e| e.to_string())
+            let conn = self.pool.get().await.map_err(|e| Failure::Unreachable(e.to_string()))?;
+            op(conn).await.map_err(Failure::from)
         };
-        tokio::time::timeout(OP_TIMEOUT, attempt).await.map_err(|_| "timed out".to_string())?
+        tokio::time::timeout(OP_TIMEOUT, attempt).await.map_err(|_| Failure::Unreachable("timed out".into()))?
     }
 
     /// Records that Redis stopped answering; logs only on the transition.
@@ -155,21 +186,25 @@ impl Cluster {
         let epoch: Option<u64> = self
             .try_run(|mut c| async move { redis::cmd("GET").arg(&key).query_async(&mut c).await })
             .await
-            .map_err(ClusterError::Pool)?;
+            .map_err(|e| ClusterError::Pool(e.to_string()))?;
         Ok(epoch.unwrap_or(0))
     }
 
     /// One check: both the pool and the pub/sub connection answer a PING.
     async fn check(&self) -> Result<(), String> {
-        self.try_run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await?;
+        self.try_run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+            .map_err(|e| e.to_string())?;
         self.pubsub.ping().await
     }
 
     /// Redis answered again: fresh cache epoch, then tell presence to re-register.
     async fn recover(&self) -> Result<(), String> {
         let key = self.key("cache:epoch");
-        let epoch: u64 =
-            self.try_run(|mut c| async move { redis::cmd("INCR").arg(&key).query_async(&mut c).await }).await?;
+        let epoch: u64 = self
+            .try_run(|mut c| async move { redis::cmd("INCR").arg(&key).query_async(&mut c).await })
+            .await
+            .map_err(|e| e.to_string())?;
         self.cache_epoch.store(epoch, Ordering::Release);
         self.up.store(true, Ordering::Release);
         self.recovered.send_modify(|n| *n += 1);

@@ -6,7 +6,9 @@
 //! its messages bumps it, on whichever node the write happened. A reader that fetched the
 //! counter before a concurrent write stores its result under the old generation, where no
 //! one looks again, so a stale page is never served after a write has returned. Entries also
-//! expire on their own. While Redis is down the cache is simply skipped.
+//! expire on their own (`CACHE_TTL_MS`): sibling services write the same MongoDB collections
+//! directly, and their writes show up once the entry expires. While Redis is down the cache
+//! is simply skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +25,6 @@ use crate::domain::{
     Status, Thread, ThreadScope,
 };
 
-/// How long an entry lives without being invalidated.
-const ENTRY_TTL: Duration = Duration::from_secs(300);
 /// Generation counters outlive every entry written under them.
 const GENERATION_TTL: Duration = Duration::from_secs(86_400);
 
@@ -38,12 +38,14 @@ return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
 pub struct CachedStore {
     inner: Arc<dyn Store>,
     cluster: Arc<Cluster>,
+    /// How long an entry lives without being invalidated.
+    entry_ttl: Duration,
     read_script: redis::Script,
 }
 
 impl CachedStore {
-    pub fn new(inner: Arc<dyn Store>, cluster: Arc<Cluster>) -> Self {
-        CachedStore { inner, cluster, read_script: redis::Script::new(READ_SCRIPT) }
+    pub fn new(inner: Arc<dyn Store>, cluster: Arc<Cluster>, entry_ttl: Duration) -> Self {
+        CachedStore { inner, cluster, entry_ttl, read_script: redis::Script::new(READ_SCRIPT) }
     }
 
     fn generation_key(&self, conversation_id: &str) -> String {
@@ -73,7 +75,7 @@ impl CachedStore {
         let Ok(bytes) = serde_json::to_vec(value) else { return };
         let (before, after) = self.entry_key(conversation_id, what);
         let key = format!("{before}{generation}{after}");
-        let ttl_ms = ENTRY_TTL.as_millis() as u64;
+        let ttl_ms = (self.entry_ttl.as_millis() as u64).max(1);
         let _: Option<()> = self
             .cluster
             .run(|mut c| async move { redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(ttl_ms).query_async(&mut c).await })
