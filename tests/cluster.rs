@@ -323,6 +323,26 @@ async fn reads_after_a_write_on_the_other_node_are_fresh() {
     assert_eq!(status, 404);
 }
 
+#[tokio::test]
+async fn a_write_made_directly_in_the_database_shows_up_once_the_entry_expires() {
+    // Sibling services write the database without going through any node. Runs on the
+    // embedded store, whose file the test writes as such a service would.
+    let (a, _b) = two_nodes(&shared_url(), &[("CACHE_TTL_MS", "1000")]);
+    let alice = user("o-alice", COMPANY);
+    let conv = a.conversation(&alice).await;
+    let path = format!("/api/conversations/{conv}");
+    let (_, c) = a.get(&alice, &path).await;
+    assert_eq!(c["conversation"]["title"], "Support");
+
+    let db = rusqlite::Connection::open(a.data_dir.join("chat.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(db.execute("UPDATE conversations SET title = 'Changed elsewhere' WHERE id = ?1", [&conv]).unwrap(), 1);
+    assert!(
+        eventually(|| async { a.get(&alice, &path).await.1["conversation"]["title"] == "Changed elsewhere" }).await,
+        "the cached conversation never expired"
+    );
+}
+
 fn a_prefix(node: &TestApp) -> String {
     node.env_value("REDIS_PREFIX").expect("node runs with a prefix")
 }

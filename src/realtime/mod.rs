@@ -270,11 +270,9 @@ async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
         }
         first_time.then(|| rt.presence.join(&c.id, &p.user_id))
     };
-    let first_time = registered.is_some();
     if let Some(registered) = registered {
+        // Listed in the room's presence on every node before anyone is told.
         registered.done().await;
-    }
-    if first_time {
         let payload = UserInRoom { conversation_id: &c.id, user_id: &p.user_id };
         let _ = s.to(room(&c.id)).emit(events::USER_JOINED, &payload).await;
     }
@@ -296,11 +294,8 @@ async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session)
         }
         was_in.then(|| rt.presence.leave(&id, user))
     };
-    let was_in = registered.is_some();
     if let Some(registered) = registered {
         registered.done().await;
-    }
-    if was_in {
         let _ = s.to(room(&id)).emit(events::USER_LEFT, &UserInRoom { conversation_id: &id, user_id: user }).await;
     }
     r.ok(&json!({ "ok": true }));
