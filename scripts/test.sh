@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test: Rust unit and integration tests (the real binary driven over HTTP), the
-# store contract suite on SQLite and MongoDB, and the Socket.IO compatibility suite
-# (socket.io-client 4.8 and python-socketio) against a freshly built server binary, on the
-# embedded store and again on MongoDB. The test servers (redis-server, a MongoDB wire server)
-# are started on free loopback ports first and stopped at the end.
+# Runs every test: Rust unit and integration tests (the real binary driven over HTTP and
+# WebSocket, including two nodes sharing one Redis), the store contract suite on SQLite and
+# MongoDB, and the Socket.IO compatibility suite (socket.io-client 4.8 and python-socketio)
+# against a freshly built server binary: on the embedded store, on two nodes sharing Redis
+# with clients spread over both, and on MongoDB. The test servers (redis-server, a MongoDB
+# wire server) are started on free loopback ports first and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -23,7 +24,7 @@ step "building"
 cargo build --locked --bins
 export CHAT_SERVICE_BIN="$root/target/debug/chat-service"
 
-step "Rust tests (unit, store contract, REST integration) on the embedded store"
+step "Rust tests (unit, store contract, REST integration, two nodes on Redis) on the embedded store"
 cargo test --locked
 
 step "REST integration tests on MongoDB"
@@ -31,6 +32,9 @@ CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*'
 
 step "Socket.IO compatibility suite on the embedded store"
 (cd compat-tests && npm test)
+
+step "Socket.IO compatibility suite on two nodes sharing Redis, clients spread over both"
+(cd compat-tests && CHAT_TEST_WITH_REDIS=1 CHAT_TEST_NODES=2 npm test)
 
 step "Socket.IO compatibility suite on MongoDB"
 (cd compat-tests && CHAT_TEST_STORE=mongo npm test)

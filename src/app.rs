@@ -1,5 +1,6 @@
 //! Assembles the service: configuration → store → service → REST router and Socket.IO layer
-//! on one axum router, served on one port.
+//! on one axum router, served on one port. With `REDIS_URL` the same pieces get their
+//! Redis-backed versions (cache, shared limits and presence, the cross-node adapter).
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -7,11 +8,16 @@ use std::time::Duration;
 
 use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
-use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::{SocketIo, SocketIoBuilder};
+use socketioxide_core::adapter::DefinedAdapter;
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 
 use crate::agent::AgentClient;
 use crate::auth::Authenticator;
+use crate::cluster::pubsub::PubSub;
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::http::{self, ApiContext};
 use crate::presence::Presence;
@@ -19,6 +25,7 @@ use crate::ratelimit::RateLimiter;
 use crate::realtime::{self, Realtime, SocketBroadcaster};
 use crate::service::ChatService;
 use crate::store::mongo::{MongoSettings, MongoStore};
+use crate::store::cached::CachedStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -30,6 +37,8 @@ const MAX_SOCKET_PAYLOAD: u64 = 1_000_000;
 pub struct App {
     pub router: Router,
     pub service: Arc<ChatService>,
+    /// Withdrawn from the cluster's presence when the node stops.
+    pub presence: Arc<Presence>,
     /// Set when no `JWT_SECRET` was configured: a token signed with the random secret.
     pub demo_token: Option<String>,
 }
@@ -40,8 +49,16 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Redis(String),
     #[error("agent service client: {0}")]
     Agent(#[from] crate::agent::AgentError),
+}
+
+impl From<ClusterError> for StartError {
+    fn from(e: ClusterError) -> Self {
+        StartError::Redis(e.to_string())
+    }
 }
 
 /// MongoDB when a URI is configured (production, shared with the sibling services), else
@@ -64,7 +81,14 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
 }
 
 pub async fn build(config: &Config) -> Result<App, StartError> {
-    let store = open_store(config).await?;
+    let cluster = match &config.redis_url {
+        Some(url) => Some(Cluster::connect(url, &config.redis_prefix).await?),
+        None => None,
+    };
+    let mut store = open_store(config).await?;
+    if let Some(cluster) = cluster.as_ref().filter(|_| !config.cache_ttl.is_zero()) {
+        store = Arc::new(CachedStore::new(store, cluster.clone(), config.cache_ttl));
+    }
 
     let (secret, generated) = match &config.jwt_secret {
         Some(s) => (s.clone(), false),
@@ -77,40 +101,87 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
     ));
     let demo_token = generated.then(|| auth.issue_user_token("demo-user", "demo-company", 24 * 3600));
 
-    let broadcaster = Arc::new(SocketBroadcaster::default());
-    let mut service = ChatService::new(store, broadcaster.clone(), config.legacy_events);
-    if let Some(agent) = AgentClient::from_config(config)? {
+    let limiter = |max, window, name| match &cluster {
+        Some(c) => RateLimiter::shared(max, window, name, c.clone()),
+        None => RateLimiter::new(max, window),
+    };
+    let parts = Parts {
+        store,
+        auth,
+        presence: Arc::new(match &cluster {
+            Some(c) => Presence::shared(c.clone(), config.presence_ttl),
+            None => Presence::default(),
+        }),
+        message_limiter: limiter(config.socket_message_limit, config.socket_limit_window, "socket-message"),
+        typing_limiter: limiter(config.socket_typing_limit, config.socket_limit_window, "socket-typing"),
+        rest_limiter: Arc::new(limiter(config.rate_limit_max, config.rate_limit_window, "rest")),
+        cluster: cluster.clone(),
+        agent: AgentClient::from_config(config)?,
+    };
+    let presence = parts.presence.clone();
+    let builder = SocketIo::builder().ping_interval(PING_INTERVAL).ping_timeout(PING_TIMEOUT).max_payload(MAX_SOCKET_PAYLOAD);
+    let (router, service) = match &cluster {
+        None => assemble(builder, parts, config).0,
+        Some(cluster) => {
+            // Rooms span every node whose adapter shares the prefix.
+            let adapter_config = RedisAdapterConfig::new().with_prefix(cluster.key("socket.io"));
+            let adapter = RedisAdapterCtr::new_with_driver(cluster.pubsub(), adapter_config);
+            let builder = builder.with_adapter::<CustomRedisAdapter<_, PubSub>>(adapter);
+            let (assembled, ready) = assemble(builder, parts, config);
+            ready.await.map_err(|e| StartError::Redis(format!("socket.io adapter: {e}")))?;
+            assembled
+        }
+    };
+    Ok(App { router, service, presence, demo_token })
+}
+
+/// What `assemble` wires together, whichever Socket.IO adapter it uses.
+struct Parts {
+    store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
+    presence: Arc<Presence>,
+    message_limiter: RateLimiter,
+    typing_limiter: RateLimiter,
+    rest_limiter: Arc<RateLimiter>,
+    cluster: Option<Arc<Cluster>>,
+    agent: Option<AgentClient>,
+}
+
+/// The service, Socket.IO handlers and REST routes on adapter `A`. Returns the router and
+/// the adapter's initialisation, which the caller awaits (or not) as the adapter requires.
+fn assemble<A: Adapter + DefinedAdapter>(
+    builder: SocketIoBuilder<A>,
+    parts: Parts,
+    config: &Config,
+) -> ((Router, Arc<ChatService>), A::InitRes) {
+    let broadcaster = Arc::new(SocketBroadcaster::<A>::default());
+    let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events);
+    if let Some(agent) = parts.agent {
         service = service.with_agent(agent);
     }
     let service = Arc::new(service);
-    let presence = Arc::new(Presence::default());
-
     let realtime = Arc::new(Realtime {
         service: service.clone(),
-        auth: auth.clone(),
-        presence: presence.clone(),
-        message_limiter: RateLimiter::new(config.socket_message_limit, config.socket_limit_window),
-        typing_limiter: RateLimiter::new(config.socket_typing_limit, config.socket_limit_window),
+        auth: parts.auth.clone(),
+        presence: parts.presence.clone(),
+        message_limiter: parts.message_limiter,
+        typing_limiter: parts.typing_limiter,
         max_connections: config.max_connections,
         connections: AtomicUsize::new(0),
     });
-    let (socket_layer, io) = SocketIo::builder()
-        .ping_interval(PING_INTERVAL)
-        .ping_timeout(PING_TIMEOUT)
-        .max_payload(MAX_SOCKET_PAYLOAD)
-        .with_state(realtime)
-        .build_layer();
-    realtime::attach(&io);
+    let (socket_layer, io) = builder.with_state(realtime).build_layer();
+    let ready = realtime::attach(&io);
     broadcaster.attach(io);
 
     let ctx = ApiContext {
         service: service.clone(),
-        auth,
-        rest_limiter: Arc::new(RateLimiter::new(config.rate_limit_max, config.rate_limit_window)),
-        presence,
+        auth: parts.auth,
+        rest_limiter: parts.rest_limiter,
+        presence: parts.presence,
+        cluster: parts.cluster,
     };
     let router = http::router(ctx).layer(socket_layer).layer(http::middleware::cors(config));
-    Ok(App { router, service, demo_token })
+    ((router, service), ready)
 }
 
 /// How long shutdown waits for open connections (WebSockets never finish on their own).

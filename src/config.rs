@@ -16,6 +16,13 @@ pub struct Config {
     pub mongodb_pool_size: u32,
     pub mongodb_timeout: Duration,
     pub redis_url: Option<String>,
+    /// Namespace of every Redis key and channel; nodes serving one set of rooms share it.
+    pub redis_prefix: String,
+    /// How long a node that stopped sending heartbeats keeps its users online.
+    pub presence_ttl: Duration,
+    /// Lifetime of a read-cache entry; zero turns the cache off. Bounds how late a write made
+    /// directly in the database by another service shows up.
+    pub cache_ttl: Duration,
     /// `None`: no secret configured; start-up generates a random one and says so loudly.
     pub jwt_secret: Option<String>,
     /// Allowed origins; `["*"]` allows any.
@@ -68,6 +75,9 @@ impl Config {
             mongodb_pool_size: parse_range(&var, "MONGODB_POOL_SIZE", "20", 1, 1000)? as u32,
             mongodb_timeout: Duration::from_millis(parse_range(&var, "MONGODB_TIMEOUT_MS", "5000", 100, 120_000)?),
             redis_url: var("REDIS_URL"),
+            redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "chat".into()),
+            presence_ttl: Duration::from_millis(parse_range(&var, "PRESENCE_TTL_MS", "30000", 300, 3_600_000)?),
+            cache_ttl: Duration::from_millis(parse_range(&var, "CACHE_TTL_MS", "5000", 0, 86_400_000)?),
             jwt_secret: var("JWT_SECRET"),
             cors_origins: var("SOCKET_CORS_ORIGINS")
                 .or_else(|| var("ALLOWED_ORIGINS"))
@@ -111,6 +121,13 @@ impl Config {
             {
                 return Err(ConfigError { name, value: u.clone(), reason: "must be a URL".into() });
             }
+        }
+        if self.redis_prefix.contains(char::is_whitespace) || self.redis_prefix.contains('#') {
+            return Err(ConfigError {
+                name: "REDIS_PREFIX",
+                value: self.redis_prefix.clone(),
+                reason: "must not contain spaces or '#'".into(),
+            });
         }
         if let Some(u) = &self.mongodb_uri
             && !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://"))
@@ -203,5 +220,17 @@ mod tests {
         assert_eq!(cfg(&[("AGENT_MAX_IN_FLIGHT", "0")]).unwrap_err().name, "AGENT_MAX_IN_FLIGHT");
         let c = cfg(&[("AGENT_SERVICE_URL", "http://agent:4002/")]).unwrap();
         assert_eq!(c.agent_service_url.as_deref(), Some("http://agent:4002"));
+    }
+
+    #[test]
+    fn redis_settings() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.redis_url, c.redis_prefix.as_str(), c.presence_ttl), (None, "chat", Duration::from_secs(30)));
+        let c = cfg(&[("REDIS_URL", "redis://r:6379"), ("REDIS_PREFIX", "eu-1"), ("PRESENCE_TTL_MS", "5000")]).unwrap();
+        assert_eq!((c.redis_url.as_deref(), c.redis_prefix.as_str()), (Some("redis://r:6379"), "eu-1"));
+        assert_eq!(cfg(&[("REDIS_URL", "r:6379")]).unwrap_err().name, "REDIS_URL");
+        assert_eq!(cfg(&[("REDIS_PREFIX", "a b")]).unwrap_err().name, "REDIS_PREFIX");
+        assert_eq!(cfg(&[("PRESENCE_TTL_MS", "10")]).unwrap_err().name, "PRESENCE_TTL_MS");
+        assert_eq!(cfg(&[("CACHE_TTL_MS", "0")]).unwrap().cache_ttl, Duration::ZERO);
     }
 }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -38,7 +38,11 @@ async fn main() {
     // Tests and scripts wait for this exact line to know the port (PORT=0 picks a free one).
     println!("chat-service listening on http://{addr}");
 
-    if let Err(e) = app::serve(app, listener, shutdown_signal()).await {
+    let presence = app.presence.clone();
+    let served = app::serve(app, listener, shutdown_signal()).await;
+    // Other nodes stop listing this node's users now rather than when its heartbeat expires.
+    presence.leave_cluster().await;
+    if let Err(e) = served {
         eprintln!("chat-service: server error: {e}");
         std::process::exit(1);
     }

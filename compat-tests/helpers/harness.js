@@ -115,10 +115,12 @@ class Recorder {
 
 /**
  * Registers `before`/`after` hooks that start a fresh server with `extraEnv` for the file and
- * returns the handle tests use. Sockets opened in a test are closed after it.
+ * returns the handle tests use. Sockets opened in a test are closed after it. When the run
+ * has several nodes (CHAT_TEST_NODES), sockets and REST calls go to them in turn;
+ * `options.nodes` pins a file to a number of nodes (for per-process settings).
  */
-function useServer(extraEnv = {}) {
-  const ctx = new ServerContext(extraEnv);
+function useServer(extraEnv = {}, options = {}) {
+  const ctx = new ServerContext(extraEnv, options);
   before(() => ctx.start());
   afterEach(() => ctx.closeSockets());
   after(() => ctx.stop());
@@ -126,14 +128,22 @@ function useServer(extraEnv = {}) {
 }
 
 class ServerContext {
-  constructor(extraEnv) {
+  constructor(extraEnv, options) {
     this.extraEnv = extraEnv;
+    this.options = options;
     this.server = null;
     this.sockets = new Set();
+    this.turn = 0;
   }
 
   async start() {
-    this.server = await startServer(this.extraEnv);
+    this.server = await startServer(this.extraEnv, this.options);
+  }
+
+  /** The next node in turn: consecutive clients and calls land on different nodes. */
+  nextUrl() {
+    const urls = this.server.urls;
+    return urls[this.turn++ % urls.length];
   }
 
   async stop() {
@@ -155,7 +165,7 @@ class ServerContext {
    * with a `rec` Recorder attached before it connects. Not yet connected.
    */
   socket({ token, ...options } = {}) {
-    const s = io(this.url, {
+    const s = io(this.nextUrl(), {
       transports: ['websocket', 'polling'],
       forceNew: true, // each client gets its own connection, like separate browser tabs
       reconnection: false,
@@ -214,7 +224,7 @@ class ServerContext {
     const bearerToken = internal ? INTERNAL_SERVICE_TOKEN : token;
     if (bearerToken) headers.authorization = `Bearer ${bearerToken}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await fetch(`${this.url}${path}`, {
+    const res = await fetch(`${this.nextUrl()}${path}`, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),

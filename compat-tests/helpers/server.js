@@ -1,7 +1,8 @@
 'use strict';
 // Starts a fresh chat-service binary for one test file and stops it afterwards. Each file
-// gets its own process, port and data directory, so files can run in parallel and a test
-// never sees another file's state.
+// gets its own process (or, with CHAT_TEST_NODES=2, processes sharing one database and one
+// Redis namespace), port and data directory, so files can run in parallel and a test never
+// sees another file's state.
 
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -75,19 +76,52 @@ function serverEnv(dataDir, extraEnv) {
 }
 
 /**
- * Spawns the server and resolves once it prints its listening line.
+ * Spawns the server and resolves once it prints its listening line. With `nodes` > 1 (default
+ * `CHAT_TEST_NODES`, needs CHAT_TEST_WITH_REDIS=1) it starts that many processes serving one
+ * set of rooms: one database, one Redis namespace of their own.
  * @param {Record<string, string|number|boolean|undefined>} extraEnv per-file settings
- * @returns {Promise<{url: string, stop: () => Promise<void>, output: () => string}>}
+ * @param {{nodes?: number}} options
+ * @returns {Promise<{url: string, urls: string[], stop: () => Promise<void>, output: () => string}>}
  */
-async function startServer(extraEnv = {}) {
+async function startServer(extraEnv = {}, { nodes = Number(process.env.CHAT_TEST_NODES || 1) } = {}) {
   const bin = serverBinary();
   if (!fs.existsSync(bin)) {
     throw new Error(`server binary not found at ${bin}: run \`cargo build\` or set CHAT_SERVICE_BIN`);
   }
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-compat-'));
+  const env = serverEnv(dataDir, extraEnv);
+  if (nodes > 1) {
+    if (!env.REDIS_URL) throw new Error(`CHAT_TEST_NODES=${nodes} needs CHAT_TEST_WITH_REDIS=1 (nodes meet in Redis)`);
+    env.REDIS_PREFIX = `compat-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  }
+  const started = [];
+  try {
+    // One after the other: the first creates the database the others open.
+    for (let i = 0; i < nodes; i++) started.push(await startProcess(bin, dataDir, env));
+  } catch (err) {
+    for (const node of started) await node.stop().catch(() => {});
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  async function stop() {
+    const results = await Promise.allSettled(started.map((node) => node.stop()));
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+  return {
+    url: started[0].url,
+    urls: started.map((node) => node.url),
+    stop,
+    output: () => started.map((node) => node.output()).join('\n'),
+  };
+}
+
+/** One server process on `dataDir`; its `stop` fails if it had died on its own. */
+async function startProcess(bin, dataDir, env) {
   // Run inside the temp directory: the service reads a `.env` from its working directory or
   // any parent, and a developer's checkout may have one.
-  const child = spawn(bin, [], { cwd: dataDir, env: serverEnv(dataDir, extraEnv), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, [], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.set(child, dataDir);
 
   // Kept for failure messages: a test that cannot start the server should say why.
@@ -132,16 +166,9 @@ async function startServer(extraEnv = {}) {
       reject(new Error(`server exited before listening (code ${code}, signal ${signal})\n${output}`));
     });
   });
-  let url;
-  try {
-    url = await ready;
-  } catch (err) {
-    fs.rmSync(dataDir, { recursive: true, force: true });
-    throw err;
-  }
+  const url = await ready;
 
   let stopped = false;
-  /** Stops the server; fails if it had already died on its own (a crash during the tests). */
   async function stop() {
     if (stopped) return;
     stopped = true;
@@ -152,7 +179,6 @@ async function startServer(extraEnv = {}) {
       await exited;
       clearTimeout(timer);
     }
-    fs.rmSync(dataDir, { recursive: true, force: true });
     if (crashed) {
       throw new Error(`server exited during the tests (code ${child.exitCode}, signal ${child.signalCode})\n${output}`);
     }

@@ -7,7 +7,8 @@ const assert = require('node:assert/strict');
 
 const { useServer, userToken, emitAck } = require('../helpers/harness');
 
-const ctx = useServer({ MAX_CONNECTIONS: 2 });
+// The cap is per process, so this file runs on one node even in a multi-node run.
+const ctx = useServer({ MAX_CONNECTIONS: 2 }, { nodes: 1 });
 const COMPANY = 'company-capacity';
 
 test('the connection over MAX_CONNECTIONS gets connect_error, and the server carries on', async () => {

@@ -76,5 +76,5 @@ pub async fn remove_participant(
 
 pub async fn presence(State(ctx): State<ApiContext>, Caller(p): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let c = ctx.service.get_conversation(&p, &id).await?;
-    Ok(Json(json!({ "online": ctx.presence.online_in(&c.id) })))
+    Ok(Json(json!({ "online": ctx.presence.online_in(&c.id).await })))
 }

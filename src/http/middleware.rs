@@ -22,7 +22,7 @@ pub async fn rate_limit(State(ctx): State<ApiContext>, req: Request, next: Next)
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let decision = ctx.rest_limiter.hit(&key);
+    let decision = ctx.rest_limiter.hit(&key).await;
     let mut response = if decision.allowed {
         next.run(req).await
     } else {

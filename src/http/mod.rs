@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::auth::Authenticator;
+use crate::cluster::Cluster;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::service::ChatService;
@@ -32,6 +33,8 @@ pub struct ApiContext {
     pub auth: Arc<Authenticator>,
     pub rest_limiter: Arc<RateLimiter>,
     pub presence: Arc<Presence>,
+    /// Set when the service runs with Redis; `/health` reports it.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The REST routes. CORS is added by `app` around both REST and Socket.IO.
@@ -67,22 +70,30 @@ pub fn router(ctx: ApiContext) -> Router {
     middleware::with_security_headers(router).with_state(ctx)
 }
 
+/// 200 while the store answers. Redis being unreachable is reported as `degraded` (the node
+/// keeps serving on its own) and does not fail the check.
 async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let timestamp = crate::domain::time::to_iso(&crate::domain::time::now());
-    match ctx.service.health().await {
-        Ok(kind) => (
-            StatusCode::OK,
-            Json(json!({
-                "status": "ok", "service": "chat-service", "timestamp": timestamp,
-                "checks": { "store": { "status": "ok", "kind": kind } }
-            })),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "error", "service": "chat-service", "timestamp": timestamp,
-                "checks": { "store": { "status": "down", "kind": ctx.service.store().kind(), "error": e } }
-            })),
-        ),
+    let store = ctx.service.health().await;
+    let mut checks = serde_json::Map::new();
+    checks.insert(
+        "store".into(),
+        match &store {
+            Ok(kind) => json!({ "status": "ok", "kind": kind }),
+            Err(e) => json!({ "status": "down", "kind": ctx.service.store().kind(), "error": e }),
+        },
+    );
+    let redis_up = ctx.cluster.as_ref().map(|c| c.is_up());
+    if let Some(up) = redis_up {
+        checks.insert(
+            "redis".into(),
+            if up { json!({ "status": "ok" }) } else { json!({ "status": "degraded", "error": "unreachable; serving from this node only" }) },
+        );
     }
+    let (code, status) = match (&store, redis_up) {
+        (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "error"),
+        (Ok(_), Some(false)) => (StatusCode::OK, "degraded"),
+        (Ok(_), _) => (StatusCode::OK, "ok"),
+    };
+    (code, Json(json!({ "status": status, "service": "chat-service", "timestamp": timestamp, "checks": checks })))
 }

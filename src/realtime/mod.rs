@@ -103,9 +103,10 @@ type Sess = Extension<Arc<Session>>;
 /// The `error` message of every refused `message:send` payload.
 const INVALID_MESSAGE: &str = "Invalid message data";
 
-/// Registers the `/` namespace with its authentication middleware and event handlers.
-pub fn attach<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(io: &SocketIo<A>) {
-    io.ns("/", on_connect::<A>.with(authenticate::<A>));
+/// Registers the `/` namespace with its authentication middleware and event handlers. The
+/// result completes once the adapter is ready (a cluster adapter subscribes to its channels).
+pub fn attach<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(io: &SocketIo<A>) -> A::InitRes {
+    io.ns("/", on_connect::<A>.with(authenticate::<A>))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,7 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(sessio
         state.online = true;
         rt.presence.connect(user)
     };
-    if first_socket {
+    if first_socket.everywhere().await {
         rt.service.announce_presence(&session.principal, true, &[]).await;
     }
 }
@@ -172,19 +173,20 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(sessio
 async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
     session.slot.release();
     let user = &session.principal.user_id;
-    let (joined, was_online) = {
+    let (joined, left, was_online) = {
         let mut state = session.state();
         state.closed = true;
         let joined: Vec<String> = state.rooms.drain().collect();
-        for conversation_id in &joined {
-            rt.presence.leave(conversation_id, user);
-        }
-        (joined, std::mem::take(&mut state.online))
+        let left: Vec<_> = joined.iter().map(|conversation_id| rt.presence.leave(conversation_id, user)).collect();
+        (joined, left, std::mem::take(&mut state.online))
     };
+    for registered in left {
+        registered.done().await;
+    }
     for conversation_id in &joined {
         let _ = s.to(room(conversation_id)).emit(events::USER_LEFT, &UserInRoom { conversation_id, user_id: user }).await;
     }
-    if was_online && rt.presence.disconnect(user) {
+    if was_online && rt.presence.disconnect(user).everywhere().await {
         rt.service.announce_presence(&session.principal, false, &joined).await;
     }
 }
@@ -256,7 +258,7 @@ async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
         Ok(c) => c,
         Err(e) => return r.error(&e),
     };
-    let first_time = {
+    let registered = {
         let mut state = session.state();
         if state.closed {
             // The socket went away while the conversation was being looked up.
@@ -265,11 +267,12 @@ async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
         let first_time = state.rooms.insert(c.id.clone());
         if first_time {
             s.join(room(&c.id));
-            rt.presence.join(&c.id, &p.user_id);
         }
-        first_time
+        first_time.then(|| rt.presence.join(&c.id, &p.user_id))
     };
-    if first_time {
+    if let Some(registered) = registered {
+        // Listed in the room's presence on every node before anyone is told.
+        registered.done().await;
         let payload = UserInRoom { conversation_id: &c.id, user_id: &p.user_id };
         let _ = s.to(room(&c.id)).emit(events::USER_JOINED, &payload).await;
     }
@@ -283,16 +286,16 @@ async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session)
         Err(e) => return r.error(&e),
     };
     let user = &session.principal.user_id;
-    let was_in = {
+    let registered = {
         let mut state = session.state();
         let was_in = state.rooms.remove(&id);
         if was_in {
             s.leave(room(&id));
-            rt.presence.leave(&id, user);
         }
-        was_in
+        was_in.then(|| rt.presence.leave(&id, user))
     };
-    if was_in {
+    if let Some(registered) = registered {
+        registered.done().await;
         let _ = s.to(room(&id)).emit(events::USER_LEFT, &UserInRoom { conversation_id: &id, user_id: user }).await;
     }
     r.ok(&json!({ "ok": true }));
@@ -308,7 +311,7 @@ async fn on_send<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
     };
     let p = &session.principal;
     let result = async {
-        if !rt.message_limiter.hit(&p.user_id).allowed {
+        if !rt.message_limiter.hit(&p.user_id).await.allowed {
             return Err(ServiceError::RateLimited);
         }
         let input = SendMessageInput::from_value(data)?;
@@ -341,7 +344,7 @@ async fn on_send<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
 /// when the sender is in it.
 async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
     let user = &session.principal.user_id;
-    if !rt.typing_limiter.hit(user).allowed {
+    if !rt.typing_limiter.hit(user).await.allowed {
         return r.error(&ServiceError::RateLimited);
     }
     let id = match conversation_id_of(&data) {

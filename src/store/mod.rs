@@ -1,11 +1,13 @@
 //! Persistence. `Store` is the one interface the service layer talks to; `sqlite` (the
-//! embedded default) and `mongo` (production, shared with sibling services) implement it.
+//! embedded default) and `mongo` (production, shared with sibling services) implement it;
+//! `cached` puts a Redis read cache in front of either.
 //!
 //! The trait is shaped for both: ids are 24-hex strings, every conversation read is scoped by
 //! company (or explicitly unscoped for the internal API), and the operations that race between
 //! writers (thread counts, reactions, participants, metadata merges) are single store calls so
 //! each backend can make them atomic.
 
+pub mod cached;
 pub mod mongo;
 pub mod sqlite;
 

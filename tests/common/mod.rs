@@ -3,6 +3,8 @@
 //! a sleep.
 #![allow(dead_code)]
 
+pub mod redis;
+pub mod socket;
 pub mod socketio;
 
 use std::io::{BufRead, BufReader};
@@ -42,6 +44,12 @@ pub fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
     app
 }
 
+/// Starts another node on `other`'s data directory: several nodes, one database.
+pub fn spawn_node_sharing(other: &TestApp, extra: &[(&str, &str)]) -> TestApp {
+    let env: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    start(&other.data_dir, &env)
+}
+
 impl TestApp {
     /// Stops this app and starts a new one on the same data directory.
     pub fn restart(mut self) -> TestApp {
@@ -51,6 +59,17 @@ impl TestApp {
         let mut next = start(&self.data_dir, &self.env);
         next._temp = temp;
         next
+    }
+
+    /// Stops the app as an orchestrator would (SIGTERM) and waits for it to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait for chat-service")
+    }
+
+    /// The value of an environment variable this app was started with.
+    pub fn env_value(&self, key: &str) -> Option<String> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
 
     pub fn url(&self, path: &str) -> String {
