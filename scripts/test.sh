@@ -27,14 +27,14 @@ export CHAT_SERVICE_BIN="$root/target/debug/chat-service"
 step "Rust tests (unit, store contract, REST integration, two nodes on Redis) on the embedded store"
 cargo test --locked
 
-step "REST integration tests on MongoDB"
-CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*'
+step "REST integration and agent tests on MongoDB"
+CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent
 
 step "Socket.IO compatibility suite on the embedded store"
 (cd compat-tests && npm test)
 
-step "Socket.IO compatibility suite on two nodes sharing Redis, clients spread over both"
-(cd compat-tests && CHAT_TEST_WITH_REDIS=1 CHAT_TEST_NODES=2 npm test)
+step "Socket.IO compatibility suite on two nodes sharing Redis and MongoDB, clients spread over both"
+(cd compat-tests && CHAT_TEST_STORE=mongo CHAT_TEST_WITH_REDIS=1 CHAT_TEST_NODES=2 npm test)
 
 step "Socket.IO compatibility suite on MongoDB"
 (cd compat-tests && CHAT_TEST_STORE=mongo npm test)
