@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::{timeout_at, Instant};
 
-use common::socketio::{Frame, SocketClient, DEADLINE};
+use common::socket::{Ack, Event, SocketClient, DEADLINE};
 use common::{spawn_app, user, TestApp, INTERNAL_TOKEN};
 
 const GENERATE: &str = "/api/responses/generate";
@@ -148,17 +148,22 @@ async fn start_chat(env: &[(&str, &str)]) -> Chat {
     let app = spawn_app(env);
     let token = user("alice", COMPANY);
     let conversation = app.conversation(&token).await;
-    let mut socket = SocketClient::connect(&app.base_url, &token).await;
+    let mut socket = SocketClient::connect(&app.base_url, &token).await.expect("socket connects");
     socket.join(&conversation).await;
     Chat { app, token, conversation, socket }
 }
 
 impl Chat {
     /// `message:send` over the socket; returns the stored message from the acknowledgement.
-    async fn send(&mut self, content: &str) -> Value {
+    async fn send(&self, content: &str) -> Value {
+        self.send_ack(content).await.data["message"].clone()
+    }
+
+    /// `message:send` over the socket; returns its (successful) acknowledgement.
+    async fn send_ack(&self, content: &str) -> Ack {
         let ack = self.socket.emit_ack("message:send", json!({ "conversationId": self.conversation, "content": content })).await;
-        assert_eq!(ack["ok"], true, "{ack}");
-        ack["message"].clone()
+        assert_eq!(ack.data["ok"], true, "{}", ack.data);
+        ack
     }
 
     /// A message created by a sibling service through the internal API.
@@ -168,15 +173,16 @@ impl Chat {
         assert_eq!(status, 200, "{body}");
     }
 
-    /// Position in the socket log of the `message:new` broadcast of the agent's reply to `content`.
-    async fn wait_reply(&mut self, content: &str) -> usize {
+    /// The `message:new` broadcast of the agent's reply to `content`.
+    async fn wait_reply(&mut self, content: &str) -> Event {
         let expected = format!("Echo: {content}");
-        self.socket.wait_event("message:new", |d| d["message"]["sender_type"] == "agent" && d["message"]["content"] == expected).await
+        self.socket.wait_for("message:new", |d| d["message"]["sender_type"] == "agent" && d["message"]["content"] == expected).await
     }
 
-    async fn wait_broadcast_of(&mut self, message: &Value) -> usize {
+    /// The `message:new` broadcast of `message`.
+    async fn wait_broadcast_of(&mut self, message: &Value) -> Event {
         let id = message["id"].clone();
-        self.socket.wait_event("message:new", |d| d["message"]["id"] == id).await
+        self.socket.wait_for("message:new", |d| d["message"]["id"] == id).await
     }
 
     /// The stored messages of the main thread, oldest first.
@@ -216,9 +222,9 @@ async fn reply_flow_sends_the_contract_request_and_broadcasts_the_stored_reply()
     let sent = chat.send("Where is my order?").await;
     assert_eq!(sent["content"], "Where is my order?");
 
-    let reply_at = chat.wait_reply("Where is my order?").await;
-    let sent_at = chat.wait_broadcast_of(&sent).await;
-    assert!(sent_at < reply_at, "the user's message is broadcast before the reply");
+    let reply_event = chat.wait_reply("Where is my order?").await;
+    let sent_event = chat.wait_broadcast_of(&sent).await;
+    assert!(sent_event.seq < reply_event.seq, "the user's message is broadcast before the reply");
 
     let generate = fake.requests(GENERATE);
     assert_eq!(generate.len(), 1, "one reply request, none for the internal message: {generate:?}");
@@ -234,8 +240,8 @@ async fn reply_flow_sends_the_contract_request_and_broadcasts_the_stored_reply()
         })
     );
 
-    let reply = chat.socket.log[reply_at].data()["message"].clone();
-    assert_eq!(chat.socket.log[reply_at].data()["conversationId"], chat.conversation);
+    let reply = reply_event.data["message"].clone();
+    assert_eq!(reply_event.data["conversationId"], chat.conversation);
     assert_eq!(reply["_id"], reply["id"]);
     assert_eq!(reply["conversation_id"], chat.conversation);
     assert_eq!(reply["sender_type"], "agent");
@@ -248,8 +254,8 @@ async fn reply_flow_sends_the_contract_request_and_broadcasts_the_stored_reply()
     assert!(reply["ai_metadata"]["response_time_ms"].is_u64(), "{reply}");
     // The legacy `message` event carries the same document.
     let reply_id = reply["id"].clone();
-    let legacy_at = chat.socket.wait_event("message", |m| m["id"] == reply_id).await;
-    assert_eq!(chat.socket.log[legacy_at].data(), &reply);
+    let legacy = chat.socket.wait_for("message", |m| m["id"] == reply_id).await;
+    assert_eq!(legacy.data, reply);
 
     let stored = chat.stored().await;
     let contents: Vec<&str> = stored.iter().map(|m| m["content"].as_str().unwrap()).collect();
@@ -283,13 +289,10 @@ async fn a_reply_to_a_thread_message_stays_in_the_thread() {
     let (status, body) = chat.app.post(&chat.token, &path, json!({ "content": "I want a refund" })).await;
     assert_eq!(status, 201, "{body}");
 
-    let reply_at = chat.wait_reply("I want a refund").await;
-    assert_eq!(chat.socket.log[reply_at].data()["message"]["thread_id"], thread);
-    let updated_at = chat
-        .socket
-        .wait_event("thread:updated", |d| d["threadId"] == thread.as_str() && d["message_count"] == 2)
-        .await;
-    assert!(updated_at > reply_at);
+    let reply = chat.wait_reply("I want a refund").await;
+    assert_eq!(reply.data["message"]["thread_id"], thread);
+    let updated = chat.socket.wait_for("thread:updated", |d| d["threadId"] == thread.as_str() && d["message_count"] == 2).await;
+    assert!(updated.seq > reply.seq);
     let (_, body) = chat.app.get(&chat.token, &path).await;
     let contents: Vec<&str> = body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
     assert_eq!(contents, ["I want a refund", "Echo: I want a refund"]);
@@ -303,15 +306,15 @@ async fn intent_and_sentiment_arrive_as_message_edited() {
     let sent = chat.send("Where is my parcel?").await;
     let id = sent["id"].clone();
 
-    let sent_at = chat.wait_broadcast_of(&sent).await;
-    let edited_at = chat
+    let sent_event = chat.wait_broadcast_of(&sent).await;
+    let edited_event = chat
         .socket
-        .wait_event("message:edited", |d| {
+        .wait_for("message:edited", |d| {
             d["messageId"] == id && d["message"]["metadata"]["intent"].is_string() && d["message"]["metadata"]["sentiment"].is_string()
         })
         .await;
-    assert!(sent_at < edited_at);
-    let edited = chat.socket.log[edited_at].data().clone();
+    assert!(sent_event.seq < edited_event.seq);
+    let edited = edited_event.data;
     assert_eq!(edited["conversationId"], chat.conversation);
     assert_eq!(edited["message"]["metadata"]["intent"], "order_status");
     assert_eq!(edited["message"]["metadata"]["sentiment"], "neutral");
@@ -386,22 +389,17 @@ async fn summary_at_30_messages_and_again_after_20_more_then_history_is_summary_
 async fn a_slow_agent_answers_after_the_users_message_is_acknowledged_and_broadcast() {
     let fake = FakeAgent::start(Scenario::Slow(Duration::from_secs(2))).await;
     let mut chat = start_chat(&[("AGENT_SERVICE_URL", &fake.url)]).await;
-    let sent = chat.send("Are you there?").await;
-    let ack_at = chat
-        .socket
-        .log
-        .iter()
-        .position(|f| matches!(f, Frame::Ack { data, .. } if data["message"]["id"] == sent["id"]))
-        .expect("ack logged");
-    let sent_at = chat.wait_broadcast_of(&sent).await;
-    let reply_at = chat.wait_reply("Are you there?").await;
+    let ack = chat.send_ack("Are you there?").await;
+    let sent = ack.data["message"].clone();
+    let sent_event = chat.wait_broadcast_of(&sent).await;
+    let reply_event = chat.wait_reply("Are you there?").await;
     let id = sent["id"].clone();
-    let edited_at = chat.socket.wait_event("message:edited", |d| d["messageId"] == id).await;
+    let edited_event = chat.socket.wait_for("message:edited", |d| d["messageId"] == id).await;
 
-    assert!(sent_at < ack_at, "broadcast, then acknowledged: {:#?}", chat.socket.log);
-    assert!(ack_at < reply_at, "acknowledged before the agent answered: {:#?}", chat.socket.log);
-    assert!(sent_at < edited_at);
-    let reply = &chat.socket.log[reply_at].data()["message"];
+    assert!(sent_event.seq < ack.seq, "broadcast, then acknowledged: {sent_event:#?} {ack:#?}");
+    assert!(ack.seq < reply_event.seq, "acknowledged before the agent answered: {ack:#?} {reply_event:#?}");
+    assert!(sent_event.seq < edited_event.seq);
+    let reply = &reply_event.data["message"];
     let elapsed = reply["ai_metadata"]["response_time_ms"].as_u64().expect("response_time_ms");
     assert!(elapsed >= 2000, "the measured time includes the agent's 2 s: {elapsed}");
 }
@@ -412,10 +410,10 @@ async fn reply_fails_with_a_system_message(agent_url: &str, extra_env: &[(&str, 
     env.extend_from_slice(extra_env);
     let mut chat = start_chat(&env).await;
     let sent = chat.send("Hello?").await;
-    let sent_at = chat.wait_broadcast_of(&sent).await;
-    let failure_at = chat.socket.wait_event("message:new", |d| d["message"]["sender_type"] == "system").await;
-    assert!(sent_at < failure_at);
-    let failure = chat.socket.log[failure_at].data()["message"].clone();
+    let sent_event = chat.wait_broadcast_of(&sent).await;
+    let failure_event = chat.socket.wait_for("message:new", |d| d["message"]["sender_type"] == "system").await;
+    assert!(sent_event.seq < failure_event.seq);
+    let failure = failure_event.data["message"].clone();
     assert_eq!(failure["content"], REPLY_FAILED);
     assert_eq!(failure["role"], "system");
     assert_eq!(failure["message_type"], "system");
@@ -427,8 +425,7 @@ async fn reply_fails_with_a_system_message(agent_url: &str, extra_env: &[(&str, 
     assert_eq!(stored[0]["content"], "Hello?");
     assert_eq!(stored[0]["sender_type"], "user");
     assert_eq!(stored[1], failure);
-    chat.socket.drain();
-    assert!(chat.socket.events("message:edited").is_empty(), "failed enrichment is dropped");
+    assert_eq!(chat.socket.count_received("message:edited", |_| true), 0, "failed enrichment is dropped");
     chat
 }
 
@@ -486,7 +483,8 @@ async fn agent_system_and_service_messages_never_call_the_agent() {
     let ack = chat
         .socket
         .emit_ack("message:send", json!({ "conversationId": chat.conversation, "content": "photo", "messageType": "image" }))
-        .await;
+        .await
+        .data;
     assert_eq!(ack["ok"], true, "{ack}");
     // The only message the agent answers; the ones above were all handled before it.
     chat.send("a real question").await;
@@ -507,7 +505,9 @@ async fn a_burst_beyond_the_pending_limit_fails_fast_instead_of_queueing() {
     fake.wait_request(GENERATE, |b| b["message"] == "first").await;
     let second = chat.send("second").await;
     let third = chat.send("third").await;
-    chat.socket.wait_events("message:new", 2, |d| d["message"]["content"] == REPLY_FAILED).await;
+    for _ in 0..2 {
+        chat.socket.wait_for("message:new", |d| d["message"]["content"] == REPLY_FAILED).await;
+    }
     assert_eq!(fake.requests(GENERATE).len(), 1);
 
     fake.release_reply();

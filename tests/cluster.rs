@@ -64,24 +64,24 @@ async fn events_caused_on_one_node_reach_clients_on_the_other() {
     on_a.join(&conv).await;
     let mut on_b = client(&b, &bob).await;
     on_b.join(&conv).await;
-    assert_eq!(on_a.wait_for("user:joined", |e| e["userId"] == "bob").await, json!({ "conversationId": conv, "userId": "bob" }));
+    assert_eq!(on_a.wait_for("user:joined", |e| e["userId"] == "bob").await.data, json!({ "conversationId": conv, "userId": "bob" }));
 
     // By a socket on node B.
-    let ack = on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "from b" })).await;
+    let ack = on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "from b" })).await.data;
     assert_eq!(ack["ok"], true, "{ack}");
-    let legacy = on_a.wait_for("message", content_is("from b")).await;
+    let legacy = on_a.wait_for("message", content_is("from b")).await.data;
     assert_eq!(legacy["id"], ack["message"]["id"]);
-    let new = on_a.wait_for("message:new", new_with_content("from b")).await;
+    let new = on_a.wait_for("message:new", new_with_content("from b")).await.data;
     assert_eq!(new["conversationId"], conv);
 
     on_b.emit("typing", json!({ "conversationId": conv, "isTyping": true }));
-    let typing = on_a.wait_for("typing", |e| e["userId"] == "bob").await;
+    let typing = on_a.wait_for("typing", |e| e["userId"] == "bob").await.data;
     assert_eq!(typing, json!({ "conversationId": conv, "userId": "bob", "isTyping": true }));
     on_a.wait_for("user:typing", |e| e["userId"] == "bob").await;
 
-    let ack = on_b.emit_ack("thread:create", json!({ "conversationId": conv, "title": "Billing" })).await;
+    let ack = on_b.emit_ack("thread:create", json!({ "conversationId": conv, "title": "Billing" })).await.data;
     assert_eq!(ack["ok"], true, "{ack}");
-    let created = on_a.wait_for("thread:created", |e| e["thread"]["title"] == "Billing").await;
+    let created = on_a.wait_for("thread:created", |e| e["thread"]["title"] == "Billing").await.data;
     assert_eq!(created["conversationId"], conv);
 
     // By REST calls that landed on node B.
@@ -92,7 +92,7 @@ async fn events_caused_on_one_node_reach_clients_on_the_other() {
 
     let (status, _) = b.patch(&bob, &format!("/api/conversations/{conv}"), json!({ "title": "Renamed on b" })).await;
     assert_eq!(status, 200);
-    let updated = on_a.wait_for("conversation:updated", |e| e["conversation"]["title"] == "Renamed on b").await;
+    let updated = on_a.wait_for("conversation:updated", |e| e["conversation"]["title"] == "Renamed on b").await.data;
     assert_eq!(updated["conversationId"], conv);
 
     let (status, _) = b.post(&bob, &format!("/api/conversations/{conv}/threads"), json!({ "title": "Shipping" })).await;
@@ -111,7 +111,7 @@ async fn events_caused_on_one_node_reach_clients_on_the_other() {
     on_a.wait_for("message:new", new_with_content("internal on b")).await;
 
     // And the other way round, to a client on node B.
-    let ack = on_a.emit_ack("message:send", json!({ "conversationId": conv, "content": "from a" })).await;
+    let ack = on_a.emit_ack("message:send", json!({ "conversationId": conv, "content": "from a" })).await.data;
     assert_eq!(ack["ok"], true);
     on_b.wait_for("message:new", new_with_content("from a")).await;
     // The sender's own node delivers to the sender too, exactly once.
@@ -159,7 +159,7 @@ async fn presence_is_the_same_on_every_node() {
 
     // Closing the last one: offline everywhere, announced once.
     bob_on_a.close();
-    let offline = on_a.wait_for("presence:update", |e| e["userId"] == "p-bob" && e["status"] == "offline").await;
+    let offline = on_a.wait_for("presence:update", |e| e["userId"] == "p-bob" && e["status"] == "offline").await.data;
     assert_eq!(offline, json!({ "userId": "p-bob", "status": "offline" }));
     for node in [&a, &b] {
         assert_eq!(online(node, &alice, &conv).await, json!(["p-alice"]));
@@ -250,10 +250,10 @@ async fn the_socket_message_limit_holds_across_nodes() {
     let on_a = client(&a, &spammer).await;
     let on_b = client(&b, &spammer).await;
     for (i, s) in [&on_a, &on_b, &on_a].into_iter().enumerate() {
-        let ack = s.emit_ack("message:send", json!({ "conversationId": conv, "content": format!("burst {i}") })).await;
+        let ack = s.emit_ack("message:send", json!({ "conversationId": conv, "content": format!("burst {i}") })).await.data;
         assert_eq!(ack["ok"], true, "send {i}: {ack}");
     }
-    let refused = on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "one too many" })).await;
+    let refused = on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "one too many" })).await.data;
     assert_eq!((refused["ok"].clone(), refused["error"].clone()), (json!(false), json!("Too many requests")));
 }
 
@@ -381,10 +381,10 @@ async fn nodes_keep_serving_when_redis_dies_and_rejoin_when_it_returns() {
     redis.kill();
 
     // Sends succeed on each node, by socket and by REST, and reach that node's own clients.
-    let ack = on_a.emit_ack("message:send", json!({ "conversationId": conv, "content": "during, a" })).await;
+    let ack = on_a.emit_ack("message:send", json!({ "conversationId": conv, "content": "during, a" })).await.data;
     assert_eq!(ack["ok"], true, "{ack}");
     also_on_a.wait_for("message:new", new_with_content("during, a")).await;
-    let ack = on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "during, b" })).await;
+    let ack = on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "during, b" })).await.data;
     assert_eq!(ack["ok"], true, "{ack}");
     on_b.wait_for("message:new", new_with_content("during, b")).await;
     let (status, _) = b.post(&bob, &format!("/api/conversations/{conv}/messages"), json!({ "content": "rest during" })).await;
@@ -407,10 +407,10 @@ async fn nodes_keep_serving_when_redis_dies_and_rejoin_when_it_returns() {
         assert!(eventually(|| async { health(node).await["status"] == "ok" }).await, "redis never reported back");
     }
     // Cross-node delivery works again (the adapter re-subscribed on its own).
-    let ack = on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "after" })).await;
+    let ack = on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "after" })).await.data;
     assert_eq!(ack["ok"], true);
     on_a.wait_for("message:new", new_with_content("after")).await;
-    let ack = on_a.emit_ack("message:send", json!({ "conversationId": conv, "content": "after, from a" })).await;
+    let ack = on_a.emit_ack("message:send", json!({ "conversationId": conv, "content": "after, from a" })).await.data;
     assert_eq!(ack["ok"], true);
     on_b.wait_for("message:new", new_with_content("after, from a")).await;
     // Presence is registered again, the same on both nodes.

@@ -5,7 +5,6 @@
 
 pub mod redis;
 pub mod socket;
-pub mod socketio;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,9 @@
-//! A minimal Socket.IO v5 client over an Engine.IO v4 WebSocket, enough to drive the server
-//! the way socket.io-client does: handshake with `auth.token`, answer pings, emit events
-//! (with or without acknowledgement) and collect every event received. Waiting is always on
-//! an event with a deadline, never a sleep.
+//! A minimal Socket.IO v5 client over an Engine.IO v4 WebSocket, so that the integration tests
+//! can watch the server the way socket.io-client does: handshake with `auth.token`, answer
+//! pings, emit events (with or without acknowledgement), join conversations and wait for the
+//! events the server sends. Every event and acknowledgement is numbered in arrival order, so
+//! tests can assert the order things happened in. Waiting is always on a packet, with a
+//! deadline, never a sleep.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -12,20 +14,38 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-/// How long a wait for an expected event or acknowledgement may take before the test fails.
-pub const EVENT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long any single wait (connect, acknowledgement, event) may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
 
-type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+/// An event the server sent: `42["name", data]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position among everything this socket received, events and acknowledgements alike.
+    pub seq: u64,
+    pub name: String,
+    pub data: Value,
+}
+
+/// The acknowledgement of an emitted event: `43<id>[data]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ack {
+    /// Position among everything this socket received, events and acknowledgements alike.
+    pub seq: u64,
+    /// The acknowledgement's first argument.
+    pub data: Value,
+}
+
+type AckWaiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Ack>>>>;
 
 pub struct SocketClient {
     out: mpsc::UnboundedSender<String>,
-    events: mpsc::UnboundedReceiver<(String, Value)>,
-    /// Received but not yet taken by a `wait_for`.
-    seen: Vec<(String, Value)>,
-    acks: Acks,
+    incoming: mpsc::UnboundedReceiver<Event>,
+    /// Received but not yet taken by a `wait_for`, in arrival order.
+    pending: Vec<Event>,
+    acks: AckWaiters,
     next_ack: AtomicU64,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -37,134 +57,157 @@ impl Drop for SocketClient {
 }
 
 impl SocketClient {
-    /// Connects to `base_url` (http://host:port) with `token`; `Err` carries the server's
-    /// connect error message.
+    /// Connects to `base_url` (`http://host:port`) with `token` and completes the Engine.IO and
+    /// Socket.IO handshakes; `Err` carries the server's connect error message.
     pub async fn connect(base_url: &str, token: &str) -> Result<SocketClient, String> {
+        let deadline = Instant::now() + DEADLINE;
         let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket", base_url.replacen("http", "ws", 1));
-        let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.map_err(|e| e.to_string())?;
+        let (ws, _) = timeout_at(deadline, tokio_tungstenite::connect_async(&ws_url))
+            .await
+            .map_err(|_| format!("websocket connect took over {DEADLINE:?}"))?
+            .map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = ws.split();
 
-        let open = next_text(&mut stream).await.ok_or("no Engine.IO open packet")?;
-        if !open.starts_with('0') {
-            return Err(format!("unexpected first packet {open}"));
-        }
-        sink.send(Ws::text(format!("40{}", json!({ "token": token })))).await.map_err(|e| e.to_string())?;
-        loop {
-            let packet = next_text(&mut stream).await.ok_or("closed during the handshake")?;
-            if packet == "2" {
-                sink.send(Ws::text("3")).await.map_err(|e| e.to_string())?;
-            } else if packet.starts_with("40") {
-                break;
-            } else if let Some(err) = packet.strip_prefix("44") {
-                let v: Value = serde_json::from_str(err).unwrap_or(Value::Null);
-                return Err(v["message"].as_str().unwrap_or(err).to_string());
+        let handshake = async {
+            let open = next_text(&mut stream).await.ok_or("no Engine.IO open packet")?;
+            if !open.starts_with('0') {
+                return Err(format!("unexpected first packet {open}"));
             }
-        }
+            sink.send(Ws::text(format!("40{}", json!({ "token": token })))).await.map_err(|e| e.to_string())?;
+            loop {
+                let packet = next_text(&mut stream).await.ok_or("closed during the handshake")?;
+                if packet == "2" {
+                    sink.send(Ws::text("3")).await.map_err(|e| e.to_string())?;
+                } else if packet.starts_with("40") {
+                    return Ok(());
+                } else if let Some(err) = packet.strip_prefix("44") {
+                    let v: Value = serde_json::from_str(err).unwrap_or(Value::Null);
+                    return Err(v["message"].as_str().unwrap_or(err).to_string());
+                }
+            }
+        };
+        timeout_at(deadline, handshake).await.map_err(|_| format!("socket.io handshake took over {DEADLINE:?}"))??;
 
-        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let acks: Acks = Arc::default();
-        let reader_acks = acks.clone();
+        let (out, mut outgoing) = mpsc::unbounded_channel::<String>();
+        let (events, incoming) = mpsc::unbounded_channel();
+        let acks: AckWaiters = Arc::default();
+        let ack_waiters = acks.clone();
         let pong = out.clone();
         let reader = tokio::spawn(async move {
+            let mut seq = 0;
             loop {
                 tokio::select! {
-                    outgoing = out_rx.recv() => match outgoing {
+                    next = outgoing.recv() => match next {
                         Some(text) => if sink.send(Ws::text(text)).await.is_err() { return },
                         None => { let _ = sink.close().await; return }
                     },
-                    incoming = next_text(&mut stream) => {
-                        let Some(packet) = incoming else { return };
-                        if packet == "2" {
+                    next = next_text(&mut stream) => {
+                        let Some(text) = next else { return };
+                        if text == "2" {
                             let _ = pong.send("3".into());
-                        } else if let Some(body) = packet.strip_prefix("42") {
-                            if let Ok(Value::Array(mut args)) = serde_json::from_str::<Value>(body)
-                                && let Some(Value::String(name)) = args.first().cloned()
-                            {
-                                let data = if args.len() > 1 { args.swap_remove(1) } else { Value::Null };
-                                let _ = events_tx.send((name, data));
+                            continue;
+                        }
+                        match parse(&text) {
+                            Some(Packet::Event { name, data }) => {
+                                let _ = events.send(Event { seq, name, data });
                             }
-                        } else if let Some(body) = packet.strip_prefix("43") {
-                            let split = body.find('[').unwrap_or(body.len());
-                            if let Ok(id) = body[..split].parse::<u64>() {
-                                let data = serde_json::from_str::<Value>(&body[split..])
-                                    .ok()
-                                    .and_then(|v| v.get(0).cloned())
-                                    .unwrap_or(Value::Null);
-                                if let Some(tx) = reader_acks.lock().unwrap().remove(&id) {
-                                    let _ = tx.send(data);
+                            Some(Packet::Ack { id, data }) => {
+                                if let Some(waiter) = ack_waiters.lock().unwrap().remove(&id) {
+                                    let _ = waiter.send(Ack { seq, data });
                                 }
                             }
+                            None => continue,
                         }
+                        seq += 1;
                     }
                 }
             }
         });
-        Ok(SocketClient { out, events, seen: Vec::new(), acks, next_ack: AtomicU64::new(1), reader })
+        Ok(SocketClient { out, incoming, pending: Vec::new(), acks, next_ack: AtomicU64::new(0), reader })
     }
 
+    /// Sends an event without asking for an acknowledgement.
     pub fn emit(&self, event: &str, data: Value) {
         let _ = self.out.send(format!("42{}", json!([event, data])));
     }
 
-    /// Emits with an acknowledgement and returns it; panics after the deadline.
-    pub async fn emit_ack(&self, event: &str, data: Value) -> Value {
+    /// Sends an event and waits for its acknowledgement; panics after the deadline.
+    pub async fn emit_ack(&self, event: &str, data: Value) -> Ack {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.acks.lock().unwrap().insert(id, tx);
         let _ = self.out.send(format!("42{id}{}", json!([event, data])));
-        tokio::time::timeout(EVENT_DEADLINE, rx)
+        tokio::time::timeout(DEADLINE, rx)
             .await
-            .unwrap_or_else(|_| panic!("no acknowledgement for {event} within {EVENT_DEADLINE:?}"))
+            .unwrap_or_else(|_| panic!("no acknowledgement of {event} within {DEADLINE:?}"))
             .expect("socket closed before the acknowledgement")
     }
 
-    /// Joins a conversation and checks the acknowledgement.
+    /// Joins a conversation's room: checks the acknowledgement and takes the
+    /// `conversation:joined` event.
     pub async fn join(&mut self, conversation_id: &str) {
-        let ack = self.emit_ack("conversation:join", json!(conversation_id)).await;
-        assert_eq!(ack["ok"], true, "join failed: {ack}");
+        let ack = self.emit_ack("conversation:join", json!({ "conversationId": conversation_id })).await;
+        assert_eq!(ack.data["ok"], true, "join refused: {}", ack.data);
         self.wait_for("conversation:joined", |d| d["id"] == conversation_id).await;
     }
 
-    /// The first received `event` matching `matches` not taken before; panics after the deadline.
-    pub async fn wait_for(&mut self, event: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        self.wait_until(event, &matches, Instant::now() + EVENT_DEADLINE)
-            .await
-            .unwrap_or_else(|| panic!("no matching {event} within {EVENT_DEADLINE:?}; received: {:?}", self.seen))
-    }
-
-    /// Like `wait_for`, but `None` once `deadline` passes.
-    pub async fn wait_until(&mut self, event: &str, matches: &impl Fn(&Value) -> bool, deadline: Instant) -> Option<Value> {
-        if let Some(i) = self.seen.iter().position(|(name, data)| name == event && matches(data)) {
-            return Some(self.seen.remove(i).1);
+    /// Takes the earliest received `event` whose data satisfies `matches` that no earlier
+    /// `wait_for` took, waiting for it if need be; panics after the deadline.
+    pub async fn wait_for(&mut self, event: &str, matches: impl Fn(&Value) -> bool) -> Event {
+        if let Some(i) = self.pending.iter().position(|e| e.name == event && matches(&e.data)) {
+            return self.pending.remove(i);
         }
+        let deadline = Instant::now() + DEADLINE;
         loop {
-            let (name, data) = tokio::time::timeout_at(deadline, self.events.recv()).await.ok()??;
-            if name == event && matches(&data) {
-                return Some(data);
+            match timeout_at(deadline, self.incoming.recv()).await {
+                Ok(Some(e)) if e.name == event && matches(&e.data) => return e,
+                Ok(Some(e)) => self.pending.push(e),
+                Ok(None) => panic!("connection closed while waiting for {event}; received: {:#?}", self.pending),
+                Err(_) => panic!("no matching {event} within {DEADLINE:?}; received: {:#?}", self.pending),
             }
-            self.seen.push((name, data));
         }
     }
 
-    /// Moves everything received so far into the buffer and counts `event`s matching `matches`.
+    /// Without waiting: how many `event`s whose data satisfies `matches` have been received
+    /// and not taken by a `wait_for`.
     pub fn count_received(&mut self, event: &str, matches: impl Fn(&Value) -> bool) -> usize {
-        while let Ok(e) = self.events.try_recv() {
-            self.seen.push(e);
+        while let Ok(e) = self.incoming.try_recv() {
+            self.pending.push(e);
         }
-        self.seen.iter().filter(|(name, data)| name == event && matches(data)).count()
+        self.pending.iter().filter(|e| e.name == event && matches(&e.data)).count()
     }
 
-    /// Forgets everything received so far.
+    /// Forgets every event received so far.
     pub fn clear_received(&mut self) {
-        while self.events.try_recv().is_ok() {}
-        self.seen.clear();
+        while self.incoming.try_recv().is_ok() {}
+        self.pending.clear();
     }
 
     /// Closes the connection (the server sees a transport close).
     pub fn close(self) {
         drop(self);
     }
+}
+
+enum Packet {
+    Event { name: String, data: Value },
+    Ack { id: u64, data: Value },
+}
+
+/// `42["name", data]` and `43<id>[data]` on the default namespace; anything else is not for
+/// the tests.
+fn parse(text: &str) -> Option<Packet> {
+    if let Some(body) = text.strip_prefix("42") {
+        let Value::Array(mut args) = serde_json::from_str(body).ok()? else { return None };
+        let name = args.first()?.as_str()?.to_string();
+        let data = if args.len() > 1 { args.swap_remove(1) } else { Value::Null };
+        return Some(Packet::Event { name, data });
+    }
+    let body = text.strip_prefix("43")?;
+    let split = body.find('[')?;
+    let id = body[..split].parse().ok()?;
+    let data = serde_json::from_str::<Value>(&body[split..]).ok()?.get(0).cloned().unwrap_or(Value::Null);
+    Some(Packet::Ack { id, data })
 }
 
 async fn next_text<S>(stream: &mut S) -> Option<String>
