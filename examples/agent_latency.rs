@@ -11,9 +11,8 @@
 //! later), so with the slow agent the agent work of earlier messages is still pending while
 //! later ones are measured.
 
-#[allow(dead_code)]
-#[path = "../tests/common/socketio.rs"]
-mod socketio;
+#[path = "../tests/common/socket.rs"]
+mod socket;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +25,7 @@ use chat_service::app;
 use chat_service::auth::Authenticator;
 use chat_service::config::Config;
 use serde_json::{json, Value};
-use socketio::SocketClient;
+use socket::SocketClient;
 
 const SECRET: &str = "agent-latency-secret-0123456789";
 const WARM_UP: usize = 20;
@@ -113,19 +112,19 @@ async fn measure(base_url: &str, n: usize, pause: Duration) -> Vec<Duration> {
         .expect("create conversation");
     let body: Value = res.json().await.expect("conversation");
     let conversation = body["conversation"]["id"].as_str().expect("conversation id").to_string();
-    let mut client = SocketClient::connect(base_url, &token).await;
+    let mut client = SocketClient::connect(base_url, &token).await.expect("socket connects");
     client.join(&conversation).await;
     let mut times = Vec::with_capacity(n);
     for i in 0..WARM_UP + n {
         let payload = json!({ "conversationId": conversation, "content": format!("question {i}") });
         let started = Instant::now();
-        let ack = client.emit_ack("message:send", payload).await;
+        let ack = client.emit_ack("message:send", payload).await.data;
         let elapsed = started.elapsed();
         assert_eq!(ack["ok"], true, "{ack}");
         if i >= WARM_UP {
             times.push(elapsed);
         }
-        client.log.clear();
+        client.clear_received();
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
