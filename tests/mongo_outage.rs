@@ -9,6 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::socket::SocketClient;
 use common::{spawn_app, user};
 use serde_json::json;
 
@@ -58,7 +59,19 @@ async fn outage_answers_503_and_recovers_by_itself() {
     let (status, health) = app.get(&alice, "/health").await;
     assert_eq!((status, health["checks"]["store"]["kind"].as_str()), (200, Some("mongodb")), "{health}");
 
+    let mut socket = SocketClient::connect(&app.base_url, &alice).await.expect("socket connects");
+    socket.join(&conversation).await;
+
     drop(mongo);
+
+    // A socket send answers the failure to that socket (ack and `message:error` for its
+    // temp id) and the connection stays up.
+    let ack = socket
+        .emit_ack("message:send", json!({ "conversationId": conversation, "content": "during", "tempId": "t-1" }))
+        .await;
+    assert_eq!(ack.data["ok"], false, "{}", ack.data);
+    let failed = socket.wait_for("message:error", |e| e["messageId"] == "t-1").await;
+    assert_eq!(failed.data["error"], "Service temporarily unavailable");
 
     let (status, body) = app.get(&alice, &format!("/api/conversations/{conversation}")).await;
     assert_eq!(status, 503, "{body}");
@@ -85,4 +98,8 @@ async fn outage_answers_503_and_recovers_by_itself() {
     let again = app.conversation(&alice).await;
     let sent = app.message(&alice, &again, "after the outage").await;
     assert_eq!(sent["content"], "after the outage");
+    // The same socket, never reconnected, works again.
+    socket.join(&again).await;
+    let ack = socket.emit_ack("message:send", json!({ "conversationId": again, "content": "socket is back" })).await;
+    assert_eq!(ack.data["ok"], true, "{}", ack.data);
 }
