@@ -33,6 +33,10 @@ use crate::store::Store;
 const PING_INTERVAL: Duration = Duration::from_secs(25);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_SOCKET_PAYLOAD: u64 = 1_000_000;
+/// Initial WebSocket read buffer per socket (engineioxide's default is 4 KiB). Each open
+/// socket holds one for its whole life, mostly idle, while chat frames are small; a larger
+/// frame grows the buffer to its length, only the per-read chunk stays at this size.
+const WS_READ_BUFFER: usize = 1024;
 
 pub struct App {
     pub router: Router,
@@ -119,7 +123,8 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         agent: AgentClient::from_config(config)?,
     };
     let presence = parts.presence.clone();
-    let builder = SocketIo::builder().ping_interval(PING_INTERVAL).ping_timeout(PING_TIMEOUT).max_payload(MAX_SOCKET_PAYLOAD);
+    let builder = SocketIo::builder().ping_interval(PING_INTERVAL).ping_timeout(PING_TIMEOUT).max_payload(MAX_SOCKET_PAYLOAD)
+        .ws_read_buffer_size(WS_READ_BUFFER);
     let (router, service) = match &cluster {
         None => assemble(builder, parts, config).0,
         Some(cluster) => {
