@@ -22,9 +22,11 @@ use mongodb::options::{ClientOptions, FindOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::{MessageChange, Page, Scope, Store, StoreError, StoreResult};
-use crate::domain::time::{to_iso, Timestamp};
-use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, Reaction, Thread, ThreadScope};
-use convert::{bson_date, conversation_from_doc, conversation_to_doc, json_to_bson, message_from_doc, message_to_doc, thread_to_doc};
+use crate::domain::time::Timestamp;
+use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, Thread, ThreadScope};
+use convert::{
+    bson_date, conversation_from_doc, conversation_to_doc, json_to_bson, message_from_doc, message_to_doc, object_id, thread_to_doc,
+};
 
 /// The database the deployed services use when the URI names none.
 pub const DEFAULT_DATABASE: &str = "syntera";
@@ -141,11 +143,6 @@ impl MongoStore {
             "metadata.deleted_at": Bson::Null,
         })
     }
-}
-
-/// Ids arrive validated as 24 hex; anything else here is a bug upstream, not client input.
-fn object_id(id: &str) -> StoreResult<ObjectId> {
-    ObjectId::parse_str(id).map_err(|_| StoreError::Other(format!("not an ObjectId: {id}")))
 }
 
 /// Matches a reference stored either as a hex string (what this service and the shared
@@ -441,10 +438,9 @@ impl Store for MongoStore {
                     .await
                     .map_err(map_err)?;
                 if removed.matched_count == 0 {
-                    let reaction = Reaction { emoji: emoji.clone(), user_id: user_id.clone(), created_at: to_iso(at) };
                     let mut lacks_it = filter.clone();
                     lacks_it.insert("metadata.reactions", doc! { "$not": { "$elemMatch": mine } });
-                    let entry = doc! { "emoji": reaction.emoji, "user_id": reaction.user_id, "created_at": bson_date(at) };
+                    let entry = doc! { "emoji": emoji, "user_id": user_id, "created_at": bson_date(at) };
                     self.messages
                         .update_one(lacks_it, doc! { "$push": { "metadata.reactions": entry } })
                         .await

@@ -21,7 +21,8 @@ pub fn bson_date(t: &Timestamp) -> Bson {
     Bson::DateTime(bson::DateTime::from_millis(t.timestamp_millis()))
 }
 
-fn object_id(id: &str) -> StoreResult<ObjectId> {
+/// Ids arrive validated as 24 hex; anything else here is a bug upstream, not client input.
+pub fn object_id(id: &str) -> StoreResult<ObjectId> {
     ObjectId::parse_str(id).map_err(|_| StoreError::Other(format!("not an ObjectId: {id}")))
 }
 
