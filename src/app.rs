@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
 use socketioxide::adapter::Adapter;
-use socketioxide::{SocketIo, SocketIoBuilder};
+use socketioxide::{ParserConfig, SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
@@ -19,6 +19,7 @@ use crate::auth::Authenticator;
 use crate::cluster::pubsub::PubSub;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
+use crate::connections::ConnectionsPerAddress;
 use crate::http::{self, ApiContext};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
@@ -32,6 +33,7 @@ use crate::store::Store;
 /// Socket.IO defaults of the reference server.
 const PING_INTERVAL: Duration = Duration::from_secs(25);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest Engine.IO payload: a polling body, and a WebSocket message or frame alike.
 const MAX_SOCKET_PAYLOAD: u64 = 1_000_000;
 /// Initial WebSocket read buffer per socket (engineioxide's default is 4 KiB). Each open
 /// socket holds one for its whole life, mostly idle, while chat frames are small; a larger
@@ -45,6 +47,10 @@ pub struct App {
     pub presence: Arc<Presence>,
     /// Set when no `JWT_SECRET` was configured: a token signed with the random secret.
     pub demo_token: Option<String>,
+    /// Open connections per client address, capped by `MAX_CONNECTIONS_PER_IP`.
+    pub connections: Arc<ConnectionsPerAddress>,
+    /// `HTTP_HEADER_TIMEOUT_MS`: time to send a request head, and idle keep-alive lifetime.
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,8 +129,17 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         agent: AgentClient::from_config(config)?,
     };
     let presence = parts.presence.clone();
-    let builder = SocketIo::builder().ping_interval(PING_INTERVAL).ping_timeout(PING_TIMEOUT).max_payload(MAX_SOCKET_PAYLOAD)
-        .ws_read_buffer_size(WS_READ_BUFFER);
+    let builder = SocketIo::builder()
+        .ping_interval(PING_INTERVAL)
+        .ping_timeout(PING_TIMEOUT)
+        .max_payload(MAX_SOCKET_PAYLOAD)
+        .ws_max_message_size(MAX_SOCKET_PAYLOAD as usize)
+        .ws_max_frame_size(MAX_SOCKET_PAYLOAD as usize)
+        .ws_read_buffer_size(WS_READ_BUFFER)
+        // No client of the contract sends binary attachments. Refusing them means no socket,
+        // authenticated or not, can make the server hold attachment data: a binary packet
+        // closes the connection at once instead of being buffered until it completes.
+        .with_parser(ParserConfig::common().max_incoming_binaries(0).max_incoming_binary_buf_size(0));
     let (router, service) = match &cluster {
         None => assemble(builder, parts, config).0,
         Some(cluster) => {
@@ -137,7 +152,14 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
             assembled
         }
     };
-    Ok(App { router, service, presence, demo_token })
+    Ok(App {
+        router,
+        service,
+        presence,
+        demo_token,
+        connections: ConnectionsPerAddress::new(config.max_connections_per_ip),
+        header_timeout: config.http_header_timeout,
+    })
 }
 
 /// What `assemble` wires together, whichever Socket.IO adapter it uses.
@@ -211,6 +233,25 @@ fn detach_head<B>(req: &mut axum::extract::Request<B>) {
     }
 }
 
+/// Headers hyper parses before giving up on a request head (its default is 100).
+const MAX_REQUEST_HEADERS: usize = 200;
+
+/// Answers a connection over the per-address cap with a 429 and closes it, without waiting
+/// for (or reading) its request, and without letting a client that does not read hold it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = r#"{"error":"Too many connections from this address"}"#;
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
 /// How long shutdown waits for open connections (WebSockets never finish on their own).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -245,6 +286,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = app.connections.admit(peer.ip()) else {
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = app.router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
@@ -255,9 +300,18 @@ pub async fn serve(
         });
         let mut closing = closing_rx.clone();
         let open = open.clone();
+        let header_timeout = app.header_timeout;
         tokio::spawn(async move {
             let _open = open;
+            let _slot = slot;
             let connection = hyper::server::conn::http1::Builder::new()
+                // Slow or silent clients (a header byte every few seconds, an idle keep-alive)
+                // give their connection back instead of holding it forever.
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                // Past hyper's own header count limit it answers 431 with no body; the REST
+                // middleware refuses more than 100 headers with a JSON error first.
+                .max_headers(MAX_REQUEST_HEADERS)
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);

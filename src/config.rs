@@ -45,6 +45,11 @@ pub struct Config {
     pub socket_typing_limit: u64,
     pub socket_limit_window: Duration,
     pub max_connections: usize,
+    /// Open TCP connections one client address may hold; zero: no cap.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a complete request head; also how long an idle keep-alive
+    /// connection stays open.
+    pub http_header_timeout: Duration,
     pub log_json: bool,
 }
 
@@ -100,6 +105,8 @@ impl Config {
             socket_typing_limit: parse_range(&var, "SOCKET_TYPING_LIMIT", "120", 1, 1_000_000)?,
             socket_limit_window: Duration::from_millis(parse_range(&var, "SOCKET_LIMIT_WINDOW_MS", "60000", 1, 86_400_000)?),
             max_connections: parse_range(&var, "MAX_CONNECTIONS", "100000", 1, 10_000_000)? as usize,
+            max_connections_per_ip: parse_range(&var, "MAX_CONNECTIONS_PER_IP", "1000", 0, 10_000_000)? as usize,
+            http_header_timeout: Duration::from_millis(parse_range(&var, "HTTP_HEADER_TIMEOUT_MS", "10000", 100, 600_000)?),
             log_json: var("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
         })
         .and_then(Config::checked)
@@ -204,6 +211,7 @@ mod tests {
         assert_eq!(c.agent_timeout, Duration::from_secs(30));
         assert_eq!(c.agent_connect_timeout, Duration::from_secs(3));
         assert_eq!((c.agent_max_in_flight, c.agent_max_pending), (64, 1000));
+        assert_eq!((c.max_connections_per_ip, c.http_header_timeout), (1000, Duration::from_secs(10)));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod domain;
 pub mod http;
 pub mod presence;

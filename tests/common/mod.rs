@@ -66,6 +66,11 @@ impl TestApp {
         self.child.wait().expect("wait for chat-service")
     }
 
+    /// The server's process id, to read its resource use from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The value of an environment variable this app was started with.
     pub fn env_value(&self, key: &str) -> Option<String> {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
