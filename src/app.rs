@@ -133,6 +133,9 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         .ping_interval(PING_INTERVAL)
         .ping_timeout(PING_TIMEOUT)
         .max_payload(MAX_SOCKET_PAYLOAD)
+        // Past this many queued packets a socket is closed (patched engineioxide) so that its
+        // client reconnects and catches up, rather than kept with packets silently dropped.
+        .max_buffer_size(config.socket_buffer_size)
         .ws_max_message_size(MAX_SOCKET_PAYLOAD as usize)
         .ws_max_frame_size(MAX_SOCKET_PAYLOAD as usize)
         .ws_read_buffer_size(WS_READ_BUFFER)
@@ -195,6 +198,8 @@ fn assemble<A: Adapter + DefinedAdapter>(
         typing_limiter: parts.typing_limiter,
         max_connections: config.max_connections,
         connections: AtomicUsize::new(0),
+        pending_sends: Arc::default(),
+        max_pending_sends: config.max_pending_sends,
     });
     let (socket_layer, io) = builder.with_state(realtime).build_layer();
     let ready = realtime::attach(&io);

@@ -38,7 +38,7 @@ impl IntoResponse for ApiError {
                     ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
                     ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
                     ServiceError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-                    ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    ServiceError::Unavailable(_) | ServiceError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                     ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 let body = match &e {

@@ -8,8 +8,10 @@
 //! the service's payload types, since only the socket knows whom to exclude.
 
 mod broadcaster;
+mod ordering;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -39,6 +41,9 @@ pub struct Realtime {
     pub typing_limiter: RateLimiter,
     pub max_connections: usize,
     pub connections: AtomicUsize,
+    /// `message:send`s queued or running across every socket, at most `max_pending_sends`.
+    pub pending_sends: Arc<AtomicUsize>,
+    pub max_pending_sends: usize,
 }
 
 /// Per-socket state, kept in the socket's extensions.
@@ -47,6 +52,8 @@ pub struct Session {
     state: Mutex<SocketState>,
     /// This socket's place under `MAX_CONNECTIONS`.
     slot: ConnectionSlot,
+    /// Keeps this socket's sends in arrival order.
+    sends: ordering::SendQueue,
 }
 
 /// What this socket holds in `Presence` and in rooms. Changed only under the session's lock
@@ -131,7 +138,7 @@ async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth):
         tracing::warn!(max = rt.max_connections, "connection refused: at capacity");
         return Err(ConnectRefused::AtCapacity);
     };
-    s.extensions.insert(Arc::new(Session { principal, state: Mutex::default(), slot }));
+    s.extensions.insert(Arc::new(Session { principal, state: Mutex::default(), slot, sends: Default::default() }));
     // Registered here rather than in `on_connect`: socketioxide sends CONNECT as soon as this
     // middleware succeeds and runs the connect handler later in its own task, so a client that
     // emits the moment it sees `connect` would otherwise hit a socket with no handlers yet and
@@ -301,14 +308,52 @@ async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session)
     r.ok(&json!({ "ok": true }));
 }
 
-async fn on_send<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
-    let data = data.unwrap_or(Value::Null);
-    // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
-    let temp_id = match data.get("tempId") {
+/// Not `async`: the body before the returned future runs when socketioxide calls the handler,
+/// which it does in arrival order, so that is where the send takes its turn.
+fn on_send<A: Adapter>(
+    s: SocketRef<A>,
+    State(rt): Rt,
+    Extension(session): Sess,
+    TryData(data): TryData<Value>,
+    r: Responder<A>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let turn = session.sends.turn(&rt.pending_sends, rt.max_pending_sends);
+    async move {
+        let Some(mut turn) = turn else {
+            return refuse_send(&s, &data, r);
+        };
+        turn.wait().await;
+        send(s, rt, session, data, r).await;
+    }
+}
+
+/// The temp id a client gave its message, so even a refused payload can be matched to it.
+fn temp_id_of(data: &Value) -> Option<String> {
+    match data.get("tempId") {
         Some(Value::String(t)) => Some(t.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
-    };
+    }
+}
+
+/// Answers a send that found its socket's or the process's queue full; nothing is stored.
+fn refuse_send<A: Adapter, E>(s: &SocketRef<A>, data: &Result<Value, E>, r: Responder<A>) {
+    let temp_id = data.as_ref().ok().and_then(temp_id_of);
+    send_failed(s, temp_id.as_deref(), &ServiceError::Busy, r);
+}
+
+fn send_failed<A: Adapter>(s: &SocketRef<A>, temp_id: Option<&str>, e: &ServiceError, r: Responder<A>) {
+    if let Some(temp_id) = temp_id {
+        let (text, _) = socket_error(e);
+        let _ = s.emit(events::MESSAGE_ERROR, &MessageErrorEvent { message_id: temp_id, error: &text });
+    }
+    r.error(e);
+}
+
+async fn send<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
+    let data = data.unwrap_or(Value::Null);
+    // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
+    let temp_id = temp_id_of(&data);
     let p = &session.principal;
     let result = async {
         if !rt.message_limiter.hit(&p.user_id).await.allowed {
@@ -330,13 +375,7 @@ async fn on_send<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
     });
     match result {
         Ok(message) => r.ok(&json!({ "ok": true, "message": message })),
-        Err(e) => {
-            if let Some(temp_id) = &temp_id {
-                let (text, _) = socket_error(&e);
-                let _ = s.emit(events::MESSAGE_ERROR, &MessageErrorEvent { message_id: temp_id, error: &text });
-            }
-            r.error(&e);
-        }
+        Err(e) => send_failed(&s, temp_id.as_deref(), &e, r),
     }
 }
 

@@ -17,6 +17,10 @@ pub enum ServiceError {
     Forbidden(&'static str),
     #[error("Too many requests")]
     RateLimited,
+    /// Too much work already queued (for this socket or the whole process): refused at once,
+    /// nothing stored, rather than queued without bound.
+    #[error("Server is busy, try again")]
+    Busy,
     #[error("Service temporarily unavailable")]
     Unavailable(String),
     #[error("Internal server error")]

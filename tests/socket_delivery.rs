@@ -1,0 +1,164 @@
+//! What one socket sends arrives as it was sent: stored, broadcast and acknowledged in the
+//! order of emission, and a send beyond the socket's queue is refused at once as busy rather
+//! than queued. Runs on SQLite, and on MongoDB with `CHAT_TEST_STORE=mongo`.
+
+mod common;
+
+use common::socket::SocketClient;
+use common::{spawn_app, user};
+use futures_util::future::join_all;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+const COMPANY: &str = "company-order";
+
+#[tokio::test]
+async fn one_sockets_sends_are_stored_broadcast_and_acknowledged_in_order() {
+    let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000")]);
+    let token = user("sender", COMPANY);
+    let conversation = app.conversation(&token).await;
+    let mut receiver = SocketClient::connect(&app.base_url, &user("receiver", COMPANY)).await.expect("connect");
+    receiver.join(&conversation).await;
+    let mut sender = SocketClient::connect(&app.base_url, &token).await.expect("connect");
+    sender.join(&conversation).await;
+
+    // 200 sends emitted back to back, as socket.io-client flushes its buffer on reconnect:
+    // `join_all` polls each future once, in order, before any acknowledgement can arrive.
+    const N: usize = 200;
+    let contents: Vec<String> = (0..N).map(|i| format!("ordered {i:03}")).collect();
+    let acks = join_all(
+        contents.iter().map(|c| sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": c }))),
+    )
+    .await;
+
+    let mut acked: Vec<(u64, String)> = acks
+        .iter()
+        .map(|a| {
+            assert_eq!(a.data["ok"], true, "{}", a.data);
+            (a.seq, a.data["message"]["content"].as_str().unwrap().to_string())
+        })
+        .collect();
+    acked.sort();
+    let ack_order: Vec<_> = acked.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(ack_order, contents, "acknowledgements out of send order");
+
+    let mut broadcast_order = Vec::new();
+    for _ in 0..N {
+        let e = receiver.wait_for("message:new", |d| d["message"]["content"].as_str().is_some_and(|c| c.starts_with("ordered"))).await;
+        broadcast_order.push(e.data["message"]["content"].as_str().unwrap().to_string());
+    }
+    assert_eq!(broadcast_order, contents, "broadcasts out of send order");
+
+    // Stored order: the two pages of 100, oldest first.
+    let mut stored_order = Vec::new();
+    for offset in [100, 0] {
+        let (status, body) =
+            app.get(&token, &format!("/api/conversations/{conversation}/messages?limit=100&offset={offset}")).await;
+        assert_eq!(status, 200, "{body}");
+        stored_order.extend(
+            body["messages"].as_array().unwrap().iter().map(|m: &Value| m["content"].as_str().unwrap().to_string()),
+        );
+    }
+    assert_eq!(stored_order, contents, "stored out of send order");
+}
+
+#[tokio::test]
+async fn sends_past_the_sockets_queue_are_refused_as_busy_and_not_stored() {
+    // A process-wide bound of 8 pending sends makes the refusal reachable with one socket.
+    let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000"), ("MAX_PENDING_SENDS", "8")]);
+    let token = user("burst", COMPANY);
+    let conversation = app.conversation(&token).await;
+    let sender = SocketClient::connect(&app.base_url, &token).await.expect("connect");
+
+    let acks = join_all((0..400).map(|i| {
+        sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": format!("burst {i}"), "tempId": i }))
+    }))
+    .await;
+    let accepted = acks.iter().filter(|a| a.data["ok"] == true).count();
+    let busy: Vec<_> = acks.iter().filter(|a| a.data["ok"] == false).collect();
+    assert!(!busy.is_empty(), "400 sends at once against a bound of 8 were all accepted");
+    for refused in &busy {
+        assert_eq!(refused.data["error"], "Server is busy, try again", "{}", refused.data);
+    }
+
+    // Exactly the accepted ones were stored.
+    let (status, body) = app.get(&token, &format!("/api/conversations/{conversation}/messages?limit=100")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"].as_u64().unwrap() as usize, accepted, "{body}");
+
+    // The socket stays usable once the burst has drained.
+    let ack = sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": "after the burst" })).await;
+    assert_eq!(ack.data["ok"], true, "{}", ack.data);
+}
+
+/// The next text packet of a raw Engine.IO WebSocket, answering pings; `None` once the server
+/// closed the connection.
+async fn next_packet(ws: &mut RawSocket) -> Option<String> {
+    loop {
+        match tokio::time::timeout(common::socket::DEADLINE, ws.next()).await.expect("the server neither sent more nor closed the connection: a connected member with a gap") {
+            Some(Ok(Ws::Text(t))) if t.as_str() == "2" => {
+                let _ = ws.send(Ws::text("3")).await;
+            }
+            Some(Ok(Ws::Text(t))) => return Some(t.to_string()),
+            Some(Ok(Ws::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+type RawSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[tokio::test]
+async fn a_member_that_stops_reading_is_disconnected_never_left_with_a_gap() {
+    // A small per-socket buffer so the stalled member overflows it quickly.
+    let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000"), ("SOCKET_BUFFER_SIZE", "64"), ("LEGACY_EVENTS", "false")]);
+    let token = user("talker", COMPANY);
+    let conversation = app.conversation(&token).await;
+
+    // The stalled member speaks raw Engine.IO so that it can stop reading at the TCP level.
+    let url = format!("{}/socket.io/?EIO=4&transport=websocket", app.base_url.replacen("http", "ws", 1));
+    let (mut stalled, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+    assert!(next_packet(&mut stalled).await.expect("open").starts_with('0'));
+    stalled.send(Ws::text(format!("40{}", json!({ "token": user("stalled", COMPANY) })))).await.unwrap();
+    assert!(next_packet(&mut stalled).await.expect("connected").starts_with("40"));
+    stalled.send(Ws::text(format!("421{}", json!(["conversation:join", conversation])))).await.unwrap();
+    while !next_packet(&mut stalled).await.expect("join answered").starts_with("431") {}
+
+    // Not read from now on, while another member sends 3000 messages of 2 KB.
+    let sender = SocketClient::connect(&app.base_url, &token).await.expect("connect");
+    let body = "m".repeat(2000);
+    let mut acked = Vec::new();
+    for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
+        let acks = join_all(chunk.iter().map(|i| {
+            sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": format!("{i:04} {body}") }))
+        }))
+        .await;
+        for ack in acks {
+            assert_eq!(ack.data["ok"], true, "{}", ack.data);
+            acked.push(ack.data["message"]["id"].as_str().unwrap().to_string());
+        }
+    }
+
+    // Reading again: whatever arrives is the acknowledged stream from its start, without a
+    // hole, and it ends either complete or with the server closing the connection.
+    let mut received = Vec::new();
+    let closed = loop {
+        let Some(packet) = next_packet(&mut stalled).await else { break true };
+        let Some(event) = packet.strip_prefix("42") else { continue };
+        let event: Value = serde_json::from_str(event).unwrap();
+        if event[0] == "message:new" {
+            received.push(event[1]["message"]["id"].as_str().unwrap().to_string());
+            if received.len() == acked.len() {
+                break false;
+            }
+        }
+    };
+    assert_eq!(received[..], acked[..received.len()], "the stalled member's stream has a gap");
+    assert!(closed || received.len() == acked.len());
+    assert!(closed, "with a 64-packet buffer, 3000 messages to a member that does not read must overflow it");
+
+    // The sender never noticed.
+    let ack = sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": "after" })).await;
+    assert_eq!(ack.data["ok"], true, "{}", ack.data);
+}
