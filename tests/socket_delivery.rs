@@ -162,3 +162,108 @@ async fn a_member_that_stops_reading_is_disconnected_never_left_with_a_gap() {
     let ack = sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": "after" })).await;
     assert_eq!(ack.data["ok"], true, "{}", ack.data);
 }
+
+/// Resident memory of the server, in bytes.
+fn rss(app: &common::TestApp) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", app.pid())).expect("server is running");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .expect("VmRSS line")
+        * 1024
+}
+
+#[tokio::test]
+async fn overload_is_refused_early_and_what_is_accepted_is_delivered() {
+    // The members here share the machine's cores with the saturated server and may read more
+    // slowly than it writes; a larger outgoing buffer keeps this test about inbound overload
+    // (slow members have their own test above).
+    let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "1000000"), ("LEGACY_EVENTS", "false"), ("SOCKET_BUFFER_SIZE", "100000")]);
+    const ROOMS: usize = 8;
+    const SENDERS_PER_ROOM: usize = 2;
+    // Offered: every 200 ms each sender emits 300 sends without waiting, for 4 s: 24,000
+    // sends/s in all, far past what one server process stores and broadcasts.
+    const WAVES: usize = 20;
+    const PER_WAVE: usize = 300;
+
+    let mut rooms = Vec::new();
+    for r in 0..ROOMS {
+        let token = user(&format!("overload-owner-{r}"), COMPANY);
+        let conversation = app.conversation(&token).await;
+        let mut receiver = SocketClient::connect(&app.base_url, &user(&format!("overload-reader-{r}"), COMPANY)).await.expect("connect");
+        receiver.join(&conversation).await;
+        rooms.push((conversation, receiver));
+    }
+    let baseline = rss(&app);
+
+    let mut senders = Vec::new();
+    for (r, (conversation, _)) in rooms.iter().enumerate() {
+        for s in 0..SENDERS_PER_ROOM {
+            let client = SocketClient::connect(&app.base_url, &user(&format!("overload-{r}-{s}"), COMPANY)).await.expect("connect");
+            let client = std::sync::Arc::new(client);
+            let conversation = conversation.clone();
+            senders.push(tokio::spawn(async move {
+                let mut waves = Vec::new();
+                for wave in 0..WAVES {
+                    let (client, conversation) = (client.clone(), conversation.clone());
+                    // Spawned so that the wave goes out now, whatever earlier waves await.
+                    waves.push(tokio::spawn(async move {
+                        join_all((0..PER_WAVE).map(|i| {
+                            let content = format!("load {r}-{s}-{wave}-{i}");
+                            client.emit_ack("message:send", json!({ "conversationId": conversation, "content": content }))
+                        }))
+                        .await
+                    }));
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                let mut acks = Vec::new();
+                for wave in waves {
+                    acks.extend(wave.await.unwrap());
+                }
+                (r, acks)
+            }));
+        }
+    }
+    // Peak memory while the load runs, sampled until every sender has its answers.
+    let mut peak = baseline;
+    while !senders.iter().all(|t| t.is_finished()) {
+        peak = peak.max(rss(&app));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let mut accepted_per_room = vec![Vec::new(); ROOMS];
+    let (mut accepted, mut busy) = (0, 0);
+    for task in senders {
+        let (r, acks) = task.await.unwrap();
+        for ack in acks {
+            if ack.data["ok"] == true {
+                accepted += 1;
+                accepted_per_room[r].push(ack.data["message"]["id"].as_str().unwrap().to_string());
+            } else {
+                assert_eq!(ack.data["error"], "Server is busy, try again", "{}", ack.data);
+                busy += 1;
+            }
+        }
+    }
+    println!(
+        "overload: offered {}, accepted {accepted}, refused busy {busy}, RSS {} MB → peak {} MB",
+        ROOMS * SENDERS_PER_ROOM * WAVES * PER_WAVE,
+        baseline / 1_000_000,
+        peak / 1_000_000
+    );
+    assert!(busy > 0, "an offered load this far past saturation must be refused in part");
+    assert!(accepted > 0);
+    // Bounded queues: at most 256 checked sends per socket wait at once (395 MB peak when a
+    // waiting send held its raw payload and its whole processing future).
+    assert!(peak < baseline + 120_000_000, "RSS grew from {baseline} to {peak} bytes under overload");
+
+    // Every accepted message reached its room's member, who stayed connected.
+    for ((_, receiver), ids) in rooms.iter_mut().zip(&accepted_per_room) {
+        for id in ids {
+            receiver.wait_for("message:new", |d| d["message"]["id"] == *id.as_str()).await;
+        }
+    }
+    let (status, _) = app.get(&user("x", COMPANY), "/health").await;
+    assert_eq!(status, 200);
+}

@@ -26,7 +26,7 @@ use socketioxide::SocketIo;
 pub use broadcaster::SocketBroadcaster;
 
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
-use crate::domain::{id_from_value, optional_thread_id, MessageType, SendMessageInput, ValidationError};
+use crate::domain::{id_from_value, optional_thread_id, MessageType, SendMessageInput, ValidMessage, ValidationError};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::service::events::{self, room, ConversationJoined, ErrorEvent, MessageErrorEvent, ThreadSwitched, Typing, UserInRoom};
@@ -309,7 +309,10 @@ async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session)
 }
 
 /// Not `async`: the body before the returned future runs when socketioxide calls the handler,
-/// which it does in arrival order, so that is where the send takes its turn.
+/// which it does in arrival order, so that is where the send takes its turn. The payload is
+/// checked there too, so a queued send holds only what will be stored (or the answer to give),
+/// never the raw payload, and a waiting send costs little: the work itself is boxed and only
+/// allocated once its turn has come.
 fn on_send<A: Adapter>(
     s: SocketRef<A>,
     State(rt): Rt,
@@ -317,13 +320,17 @@ fn on_send<A: Adapter>(
     TryData(data): TryData<Value>,
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let data = data.unwrap_or(Value::Null);
+    // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
+    let temp_id = temp_id_of(&data);
     let turn = session.sends.turn(&rt.pending_sends, rt.max_pending_sends);
+    let checked = turn.is_some().then(|| checked_send(data));
     async move {
-        let Some(mut turn) = turn else {
-            return refuse_send(&s, &data, r);
+        let (Some(mut turn), Some(checked)) = (turn, checked) else {
+            return send_failed(&s, temp_id.as_deref(), &ServiceError::Busy, r);
         };
         turn.wait().await;
-        send(s, rt, session, data, r).await;
+        Box::pin(send(s, rt, session, temp_id, checked, r)).await;
     }
 }
 
@@ -336,10 +343,11 @@ fn temp_id_of(data: &Value) -> Option<String> {
     }
 }
 
-/// Answers a send that found its socket's or the process's queue full; nothing is stored.
-fn refuse_send<A: Adapter, E>(s: &SocketRef<A>, data: &Result<Value, E>, r: Responder<A>) {
-    let temp_id = data.as_ref().ok().and_then(temp_id_of);
-    send_failed(s, temp_id.as_deref(), &ServiceError::Busy, r);
+/// A `message:send` payload validated and cleaned: the conversation id and the message.
+fn checked_send(data: Value) -> Result<(String, ValidMessage), ServiceError> {
+    let input = SendMessageInput::from_value(data)?;
+    let conversation_id = id_from_value("conversationId", input.conversation_id.as_ref())?;
+    Ok((conversation_id, input.validate(MessageType::Text)?))
 }
 
 fn send_failed<A: Adapter>(s: &SocketRef<A>, temp_id: Option<&str>, e: &ServiceError, r: Responder<A>) {
@@ -350,18 +358,20 @@ fn send_failed<A: Adapter>(s: &SocketRef<A>, temp_id: Option<&str>, e: &ServiceE
     r.error(e);
 }
 
-async fn send<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
-    let data = data.unwrap_or(Value::Null);
-    // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
-    let temp_id = temp_id_of(&data);
+async fn send<A: Adapter>(
+    s: SocketRef<A>,
+    rt: Arc<Realtime>,
+    session: Arc<Session>,
+    temp_id: Option<String>,
+    checked: Result<(String, ValidMessage), ServiceError>,
+    r: Responder<A>,
+) {
     let p = &session.principal;
     let result = async {
         if !rt.message_limiter.hit(&p.user_id).await.allowed {
             return Err(ServiceError::RateLimited);
         }
-        let input = SendMessageInput::from_value(data)?;
-        let conversation_id = id_from_value("conversationId", input.conversation_id.as_ref())?;
-        let valid = input.validate(MessageType::Text)?;
+        let (conversation_id, valid) = checked?;
         rt.service.send_message(p, &conversation_id, valid).await
     }
     .await
