@@ -29,6 +29,23 @@ async fn auth_failures() {
     assert_eq!(status, 200);
 }
 
+/// A token that is not valid yet (`nbf` an hour ahead) is refused like an expired one, over
+/// REST and in the Socket.IO handshake; an `nbf` inside the leeway is accepted.
+#[tokio::test]
+async fn tokens_are_refused_before_their_not_before_time() {
+    let app = spawn_app(&[]);
+    let early = sign(json!({ "sub": "a", "company_id": "acme", "exp": now() + 7200, "nbf": now() + 3600 }));
+    let (status, body) = app.get(&early, "/api/conversations").await;
+    assert_eq!((status, body), (401, json!({ "error": "Invalid or expired token" })));
+    let refused = common::socket::SocketClient::connect(&app.base_url, &early).await.err();
+    assert_eq!(refused.as_deref(), Some("Invalid or expired token"));
+
+    let now_valid = sign(json!({ "sub": "a", "company_id": "acme", "exp": now() + 7200, "nbf": now() + 2 }));
+    let (status, body) = app.get(&now_valid, "/api/conversations").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(common::socket::SocketClient::connect(&app.base_url, &now_valid).await.is_ok());
+}
+
 #[tokio::test]
 async fn another_company_gets_404_on_every_route() {
     let app = spawn_app(&[]);
