@@ -103,9 +103,29 @@ async fn widget_tokens_are_confined_to_their_conversation() {
     assert_eq!(status, 404);
     let (_, body) = app.get(&w, "/api/conversations").await;
     assert_eq!(body["total"], 1);
-    let (status, _) = app.post(&w, "/api/conversations", json!({ "agent_id": "a" })).await;
-    assert_eq!(status, 403);
-    let (status, _) = app.delete(&w, &format!("/api/conversations/{own}")).await;
+    // What a widget may not do is, for it, not there: the same 404 as another conversation.
+    let not_found = (404, json!({ "error": "Conversation not found" }));
+    let alices = app.message(&alice, &own, "from alice").await;
+    let alices = alices["id"].as_str().unwrap();
+    let refused = vec![
+        app.post(&w, "/api/conversations", json!({ "agent_id": "a" })).await,
+        app.delete(&w, &format!("/api/conversations/{own}")).await,
+        app.post(&w, &format!("/api/conversations/{own}/participants"), json!({ "userId": "mallory" })).await,
+        app.delete(&w, &format!("/api/conversations/{own}/participants/alice")).await,
+        app.patch(&w, &format!("/api/conversations/{own}/messages/{alices}"), json!({ "content": "changed" })).await,
+        app.delete(&w, &format!("/api/conversations/{own}/messages/{alices}")).await,
+    ];
+    for (i, answer) in refused.into_iter().enumerate() {
+        assert_eq!(answer, not_found, "widget request #{i}");
+    }
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{own}")).await;
+    assert_eq!(body["conversation"]["participants"], json!(["alice"]));
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{own}/messages")).await;
+    assert_eq!(body["total"], 2);
+    assert_eq!(body["messages"][1]["content"], "from alice");
+    // Users still get 403 for someone else's message: they can see who may do what.
+    let bob = user("bob", "acme");
+    let (status, _) = app.delete(&bob, &format!("/api/conversations/{own}/messages/{alices}")).await;
     assert_eq!(status, 403);
     // A widget token for the right conversation but another company sees nothing.
     let (status, _) = app.get(&widget(&own, "evil-co"), &format!("/api/conversations/{own}")).await;

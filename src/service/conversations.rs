@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::events::{self, raw, ConversationUpdated, UserInRoom};
-use super::{ChatService, ServiceError, ServiceResult};
+use super::{ChatService, ServiceError, ServiceResult, CONVERSATION_NOT_FOUND};
 use crate::auth::Principal;
 use crate::domain::time::{now, parse_client_date};
 use crate::domain::{
@@ -122,7 +122,8 @@ impl ChatService {
     pub async fn create_conversation(&self, p: &Principal, input: CreateConversationInput) -> ServiceResult<Conversation> {
         let company_id = p.company_id.clone().ok_or(ServiceError::NoCompany)?;
         if p.widget_conversation().is_some() {
-            return Err(ServiceError::Forbidden("Widgets cannot create conversations"));
+            // A widget only ever acts on its own conversation.
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         input.validate().map_err(validation_failed)?;
         let mut participants: Vec<String> = Vec::new();
@@ -176,7 +177,7 @@ impl ChatService {
             .store
             .update_conversation(self.scope(p)?, &current.id, &changes, now())
             .await?
-            .ok_or(ServiceError::NotFound("Conversation not found"))?;
+            .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))?;
         tracing::info!(target: "audit", action = "conversation.update", actor = %p.user_id, conversation = %updated.id);
         let payload = raw(&ConversationUpdated { conversation_id: &updated.id, conversation: &updated });
         self.emit(&updated.id, events::CONVERSATION_UPDATED, &payload).await;
@@ -185,11 +186,11 @@ impl ChatService {
 
     pub async fn delete_conversation(&self, p: &Principal, id: &str) -> ServiceResult<()> {
         if p.widget_conversation().is_some() {
-            return Err(ServiceError::Forbidden("Widgets cannot delete conversations"));
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         let c = self.conversation_for(p, id).await?;
         if !self.store.delete_conversation(self.scope(p)?, &c.id).await? {
-            return Err(ServiceError::NotFound("Conversation not found"));
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         tracing::info!(target: "audit", action = "conversation.delete", actor = %p.user_id, conversation = %c.id);
         Ok(())
@@ -197,7 +198,7 @@ impl ChatService {
 
     pub async fn set_participant(&self, p: &Principal, id: &str, user_id: &str, add: bool) -> ServiceResult<Conversation> {
         if p.widget_conversation().is_some() {
-            return Err(ServiceError::Forbidden("Widgets cannot change participants"));
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         let user_id = clean_user_id("userId", user_id)?;
         let c = self.conversation_for(p, id).await?;
@@ -208,7 +209,7 @@ impl ChatService {
             .store
             .set_participant(self.scope(p)?, &c.id, &user_id, add, now())
             .await?
-            .ok_or(ServiceError::NotFound("Conversation not found"))?;
+            .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))?;
         let event = if add { events::PARTICIPANT_ADDED } else { events::PARTICIPANT_REMOVED };
         self.emit(&c.id, event, &raw(&UserInRoom { conversation_id: &c.id, user_id: &user_id })).await;
         Ok(updated)
