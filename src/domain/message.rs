@@ -308,7 +308,7 @@ pub fn toggle_reaction(reactions: &mut Vec<Reaction>, user_id: &str, emoji: Opti
 /// Checks a reaction emoji: a short, markup-free string.
 pub fn clean_emoji(raw: &str) -> Result<String, ValidationError> {
     let e = raw.trim();
-    if e.is_empty() || e.chars().count() > 32 || e.contains(['<', '>', '&', '"']) {
+    if e.is_empty() || e.chars().count() > 32 || e.contains(['<', '>', '&', '"']) || e.chars().any(char::is_control) {
         return Err(ValidationError::field("Invalid message data", "reaction", "must be a short emoji"));
     }
     Ok(e.to_string())

@@ -56,6 +56,16 @@ impl std::fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+/// Refuses control characters (NUL, escapes, line breaks...) in ids, labels and search text.
+/// They mean nothing there, and the stores would disagree about them: MongoDB refuses a NUL
+/// inside a regular expression, SQLite would match it.
+pub fn refuse_control_chars<'s>(message: &str, field: &str, s: &'s str) -> Result<&'s str, ValidationError> {
+    if s.chars().any(char::is_control) {
+        return Err(ValidationError::field(message, field, "must not contain control characters"));
+    }
+    Ok(s)
+}
+
 /// Checks client-supplied metadata: field names must not start with `$` or contain `.`
 /// (a document database reads those as operators and paths), nor be empty, at any depth.
 pub fn check_metadata(field: &str, metadata: &serde_json::Map<String, serde_json::Value>) -> Result<(), ValidationError> {

@@ -7,7 +7,7 @@ use super::{ChatService, ServiceError, ServiceResult, CONVERSATION_NOT_FOUND};
 use crate::auth::Principal;
 use crate::domain::time::{now, parse_client_date};
 use crate::domain::{
-    clamp_limit, clean_tags, clean_title, new_object_id, parse_channel, parse_status,
+    clamp_limit, clean_filter_text, clean_tags, clean_title, clean_user_id, new_object_id, parse_channel, parse_status,
     validation_failed, Channel, Conversation, ConversationChanges, ConversationFilter, CreateConversationInput,
     Status, ValidationError, DEFAULT_CONVERSATION_LIMIT, MAX_CONVERSATION_LIMIT,
 };
@@ -43,17 +43,6 @@ fn parse_date(field: &str, v: Option<&str>) -> Result<Option<crate::domain::time
         .transpose()
 }
 
-/// A short free-text filter value: trimmed, bounded, non-empty.
-fn filter_text(field: &str, v: Option<&String>) -> Result<Option<String>, ValidationError> {
-    match v.map(|s| s.trim()) {
-        None | Some("") => Ok(None),
-        Some(s) if s.chars().count() > 200 => {
-            Err(ValidationError::field("Validation failed", field, "must be at most 200 characters"))
-        }
-        Some(s) => Ok(Some(s.to_string())),
-    }
-}
-
 /// Limit and offset from a query string.
 pub fn page_params(limit: Option<&str>, offset: Option<&str>, default: u32, max: u32) -> Result<(u32, u64), ValidationError> {
     let limit = clamp_limit(parse_number("limit", limit)?, default, max);
@@ -77,10 +66,10 @@ impl ConversationQuery {
             company_id,
             status: self.status.as_deref().filter(|s| !s.is_empty()).map(parse_status).transpose()?,
             channel: self.channel.as_deref().filter(|s| !s.is_empty()).map(|s| parse_channel(Some(s))).transpose()?,
-            contact_id: filter_text("contact_id", self.contact_id.as_ref())?,
-            agent_id: filter_text("agent_id", self.agent_id.as_ref())?,
-            tag: filter_text("tag", self.tag.as_ref())?,
-            q: filter_text("q", self.q.as_ref())?,
+            contact_id: clean_filter_text("contact_id", self.contact_id.as_deref())?,
+            agent_id: clean_filter_text("agent_id", self.agent_id.as_deref())?,
+            tag: clean_filter_text("tag", self.tag.as_deref())?,
+            q: clean_filter_text("q", self.q.as_deref())?,
             started_from,
             started_to,
             participant: None,
@@ -88,17 +77,6 @@ impl ConversationQuery {
             offset,
         })
     }
-}
-
-/// A user id named by a client (participants): a bounded string without markup.
-pub(super) fn clean_user_id(field: &str, raw: &str) -> Result<String, ValidationError> {
-    let s = raw.trim();
-    // Ids are echoed to every socket in the room (`participant:added`): no markup at all, not
-    // even the tags the content sanitizer would keep.
-    if s.is_empty() || s.chars().count() > 128 || s.contains(['<', '>', '&']) {
-        return Err(ValidationError::field("Validation failed", field, "must be a user id of 1 to 128 plain characters"));
-    }
-    Ok(s.to_string())
 }
 
 impl ChatService {
@@ -230,12 +208,5 @@ mod tests {
         assert!(ConversationQuery { limit: Some("ten".into()), ..Default::default() }.into_filter("c".into()).is_err());
         let f = ConversationQuery { end_date: Some("2024-01-31".into()), ..Default::default() }.into_filter("c".into()).unwrap();
         assert_eq!(crate::domain::time::to_iso(&f.started_to.unwrap()), "2024-01-31T23:59:59.999Z");
-    }
-
-    #[test]
-    fn user_ids() {
-        assert!(clean_user_id("u", "user-1").is_ok());
-        assert!(clean_user_id("u", "<b>x</b>").is_err());
-        assert!(clean_user_id("u", "").is_err());
     }
 }
