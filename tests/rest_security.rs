@@ -223,6 +223,83 @@ async fn security_headers_body_limit_cors_and_health() {
     assert_eq!((status, body), (404, json!({ "error": "Not found" })));
 }
 
+/// Every refusal of the HTTP layer itself is JSON `{ error }`: unreadable query strings and
+/// path parameters, unknown routes, wrong methods, oversized request heads. Socket.IO's own
+/// answers under /socket.io stay as socketioxide gives them.
+#[tokio::test]
+async fn http_layer_refusals_are_json_errors() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+
+    let json_error = |status: u16, body: &Value, expected: u16, error: &str| {
+        assert_eq!(status, expected, "{body}");
+        assert_eq!(body["error"], error, "{body}");
+    };
+    let (status, body) = app.get(&alice, "/api/conversations?limit=1&limit=2").await;
+    json_error(status, &body, 400, "Invalid query string");
+    assert!(body["details"].as_str().unwrap().contains("limit"), "{body}");
+    let (status, body) = app.get(&alice, &format!("/api/conversations/{id}/messages?offset=1&offset=2")).await;
+    json_error(status, &body, 400, "Invalid query string");
+    let (status, body) = app.get(&alice, "/api/conversations/%FF").await;
+    json_error(status, &body, 400, "Invalid path");
+    let (status, body) = app.delete(&alice, &format!("/api/conversations/{id}/participants/%C3%28")).await;
+    json_error(status, &body, 400, "Invalid path");
+    let res = app.http.post(app.url("/api/conversations")).bearer_auth(&alice).body("{").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "Invalid request body");
+
+    for path in ["/api/nope", "/api/", "/api/conversations/x/y/z/w", "/", "/nope"] {
+        let (status, body) = app.get(&alice, path).await;
+        assert_eq!((status, body), (404, json!({ "error": "Not found" })), "{path}");
+    }
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/conversations".to_string()),
+        (reqwest::Method::POST, format!("/api/conversations/{id}/presence")),
+        (reqwest::Method::GET, "/api/internal/messages/emit".to_string()),
+        (reqwest::Method::POST, "/health".to_string()),
+    ] {
+        let res = app.http.request(method.clone(), app.url(&path)).bearer_auth(&alice).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert!(res.headers().contains_key("allow"), "{method} {path}");
+        assert_eq!(res.json::<Value>().await.unwrap(), json!({ "error": "Method not allowed" }), "{method} {path}");
+    }
+
+    // A request target of 8 KiB is served; one byte more is 414.
+    let padded = |len: usize| {
+        let prefix = "/api/conversations?pad=";
+        format!("{prefix}{}", "x".repeat(len - prefix.len()))
+    };
+    let (status, body) = app.get(&alice, &padded(8 * 1024)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get(&alice, &padded(8 * 1024 + 1)).await;
+    assert_eq!((status, body), (414, json!({ "error": "URI too long" })));
+
+    // 16 KiB of header fields in all are served; more is 431.
+    let sized = |value_len: usize| {
+        app.http.get(app.url("/api/conversations")).bearer_auth(&alice).header("x-padding", "v".repeat(value_len))
+    };
+    let (status, body) = send(sized(12 * 1024)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(sized(16 * 1024)).await;
+    assert_eq!((status, body), (431, json!({ "error": "Request header fields too large" })));
+    // Many small header fields add up the same way.
+    let mut many = app.http.get(app.url("/api/conversations")).bearer_auth(&alice);
+    for i in 0..60 {
+        many = many.header(format!("x-padding-{i}"), "v".repeat(300));
+    }
+    let (status, body) = send(many).await;
+    assert_eq!((status, body), (431, json!({ "error": "Request header fields too large" })));
+
+    // Socket.IO's own answers are untouched.
+    let res = app.http.get(app.url("/socket.io/?EIO=4&transport=bogus")).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({ "code": "0", "message": "Transport unknown" }));
+    let res = app.http.get(app.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().starts_with("0{\"sid\""));
+}
+
 #[tokio::test]
 async fn invalid_configuration_stops_start_up_naming_the_variable() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-service"))
