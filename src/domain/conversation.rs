@@ -219,9 +219,6 @@ pub fn validation_failed(e: validator::ValidationErrors) -> ValidationError {
 impl UpdateConversationInput {
     pub fn into_changes(self, merge_metadata: bool) -> Result<ConversationChanges, ValidationError> {
         self.validate().map_err(validation_failed)?;
-        if let Some(m) = &self.metadata {
-            super::check_metadata("metadata", m)?;
-        }
         let ended_at = match self.ended_at {
             None => None,
             Some(Value::Null) => Some(None),
@@ -233,7 +230,7 @@ impl UpdateConversationInput {
         Ok(ConversationChanges {
             status: self.status.as_deref().map(parse_status).transpose()?,
             tags: self.tags.as_deref().map(clean_tags).transpose()?,
-            metadata: self.metadata,
+            metadata: self.metadata.map(|m| super::clean_metadata("metadata", m)).transpose()?,
             merge_metadata,
             ended_at,
             title: self.title.as_deref().map(clean_title).transpose()?,

@@ -125,11 +125,7 @@ impl ChatService {
             started_at: at,
             ended_at: None,
             tags: clean_tags(&input.tags)?,
-            metadata: {
-                let m = input.metadata.unwrap_or_default();
-                crate::domain::check_metadata("metadata", &m)?;
-                m
-            },
+            metadata: crate::domain::clean_metadata("metadata", input.metadata.unwrap_or_default())?,
             threads: Vec::new(),
             summary: None,
             created_at: at,

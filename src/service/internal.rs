@@ -82,8 +82,7 @@ impl ChatService {
             },
         };
         let thread_id = optional_thread_id(input.thread_id.as_ref(), "threadId")?;
-        let metadata = input.metadata.unwrap_or_default();
-        crate::domain::check_metadata("metadata", &metadata)?;
+        let metadata = crate::domain::clean_metadata("metadata", input.metadata.unwrap_or_default())?;
         let valid = ValidMessage { content, message_type, thread_id, attachments: Vec::new() };
         self.post_message(&c, Sender { sender_type, sender_id }, valid, metadata, None).await
     }
