@@ -300,6 +300,27 @@ async fn http_layer_refusals_are_json_errors() {
     assert!(res.text().await.unwrap().starts_with("0{\"sid\""));
 }
 
+/// More than 100 header fields are refused with a JSON 431, however small they are. Needs
+/// hyper to let more than 100 fields through to the middleware (`max_headers` in `serve`);
+/// at hyper's default it answers 431 itself, without a body.
+#[tokio::test]
+async fn more_than_100_header_fields_are_a_json_431() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let with_fields = |n: usize| {
+        let mut req = app.http.get(app.url("/api/conversations")).bearer_auth(&alice);
+        for i in 0..n {
+            req = req.header(format!("x-f{i}"), "1");
+        }
+        req
+    };
+    // reqwest adds a few of its own (host, accept, authorization).
+    let (status, body) = send(with_fields(90)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(with_fields(120)).await;
+    assert_eq!((status, body), (431, json!({ "error": "Request header fields too large" })));
+}
+
 #[tokio::test]
 async fn invalid_configuration_stops_start_up_naming_the_variable() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-service"))
