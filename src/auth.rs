@@ -137,6 +137,8 @@ impl Authenticator {
         // Exactly one algorithm: a token whose header names another (or `none`) is refused.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
+        // A token is refused before its `nbf` as after its `exp`, with the same leeway.
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp"]);
         Authenticator {
@@ -281,6 +283,8 @@ mod tests {
         assert_eq!(a.verify(&sign(json!({"sub": "u", "exp": unix_now() - 120}), SECRET)), Err(AuthError::Invalid));
         assert_eq!(a.verify(&sign(json!({"sub": "u", "exp": exp}), "another-secret-0123456789")), Err(AuthError::Invalid));
         assert_eq!(a.verify(&sign(json!({"sub": "u"}), SECRET)), Err(AuthError::Invalid));
+        assert_eq!(a.verify(&sign(json!({"sub": "u", "exp": exp, "nbf": unix_now() + 3600}), SECRET)), Err(AuthError::Invalid));
+        assert!(a.verify(&sign(json!({"sub": "u", "exp": exp, "nbf": unix_now() + 2}), SECRET)).is_ok(), "within the leeway");
         // alg: none, unsigned.
         let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         let none = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(json!({"sub": "u", "exp": exp})));

@@ -150,6 +150,76 @@ async fn list_filters_and_paging() {
     }
 }
 
+/// Control characters in search text, filters and ids get the same 400 on every store
+/// (MongoDB refuses a NUL inside a regular expression; it used to answer 500 there).
+#[tokio::test]
+async fn control_characters_in_filters_and_ids_are_refused_alike() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+
+    for (query, field) in [
+        ("q=%00", "q"),
+        ("q=a%00b", "q"),
+        ("q=%1B%5B0m", "q"),
+        ("tag=%00", "tag"),
+        ("contact_id=a%00", "contact_id"),
+        ("agent_id=%00", "agent_id"),
+        ("status=%00", "status"),
+        ("channel=%00", "channel"),
+    ] {
+        let (status, body) = app.get(&alice, &format!("/api/conversations?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"], "Validation failed", "{query}");
+        assert_eq!(body["details"][0]["field"], field, "{query}");
+    }
+    // Tabs and line breaks are control characters too; ordinary text still searches.
+    let (status, _) = app.get(&alice, "/api/conversations?q=a%09b").await;
+    assert_eq!(status, 400);
+    let (status, body) = app.get(&alice, "/api/conversations?q=supp").await;
+    assert_eq!((status, body["total"].as_u64()), (200, Some(1)));
+
+    let nul = "a\u{0}b";
+    for (body, field) in [
+        (json!({ "agent_id": nul }), "agent_id"),
+        (json!({ "agent_id": "a", "contact_id": nul }), "contact_id"),
+        (json!({ "agent_id": "a", "participants": [nul] }), "participants"),
+        (json!({ "agent_id": "a", "tags": [nul] }), "tags"),
+    ] {
+        let (status, answer) = app.post(&alice, "/api/conversations", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["details"][0]["field"], field, "{body}");
+    }
+    let c = format!("/api/conversations/{id}");
+    let (status, body) = app.put(&alice, &c, json!({ "tags": ["ok", "\u{7}"] })).await;
+    assert_eq!((status, &body["details"][0]["field"]), (400, &json!("tags")), "{body}");
+    let (status, body) = app.post(&alice, &format!("{c}/participants"), json!({ "userId": nul })).await;
+    assert_eq!((status, &body["details"][0]["field"]), (400, &json!("userId")), "{body}");
+    let (status, body) = app.delete(&alice, &format!("{c}/participants/a%00b")).await;
+    assert_eq!((status, &body["details"][0]["field"]), (400, &json!("userId")), "{body}");
+    let (status, body) = app.get(&alice, &format!("/api/conversations/{}%00", &id[..23])).await;
+    assert_eq!((status, &body["error"]), (400, &json!("Invalid id")), "{body}");
+    let (status, body) = app.get(&alice, &format!("{c}/messages?thread_id=%00")).await;
+    assert_eq!((status, &body["error"]), (400, &json!("Invalid id")), "{body}");
+    let m = app.message(&alice, &id, "hello").await;
+    let (status, body) = app.patch(&alice, &format!("{c}/messages/{}", m["id"].as_str().unwrap()), json!({ "reaction": "\u{0}" })).await;
+    assert_eq!((status, &body["details"][0]["field"]), (400, &json!("reaction")), "{body}");
+
+    // The internal API's ids and filters follow the same rule.
+    let (status, body) = app.post(INTERNAL_TOKEN, "/api/internal/messages/list", json!({ "companyId": nul })).await;
+    assert_eq!((status, &body["details"][0]["field"]), (400, &json!("companyId")), "{body}");
+    let create = json!({ "conversationId": id, "content": "x", "senderType": "agent", "senderId": nul });
+    let (status, body) = app.post(INTERNAL_TOKEN, "/api/internal/messages/create", create).await;
+    assert_eq!((status, &body["details"][0]["field"]), (400, &json!("senderId")), "{body}");
+
+    // Nothing of that was stored.
+    let (_, body) = app.get(&alice, "/api/conversations").await;
+    assert_eq!(body["total"], 1);
+    let (_, body) = app.get(&alice, &c).await;
+    assert_eq!(body["conversation"]["participants"], json!(["alice"]));
+    assert_eq!(body["conversation"]["tags"], json!([]));
+}
+
 #[tokio::test]
 async fn data_survives_a_restart() {
     let app = spawn_app(&[]);

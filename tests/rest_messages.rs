@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use common::socket::SocketClient;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn post_and_page_messages() {
@@ -166,4 +167,86 @@ async fn edit_react_read_and_delete() {
     assert_eq!(status, 404);
     let (status, _) = app.delete(&alice, &format!("/api/conversations/{id}/messages/zz")).await;
     assert_eq!(status, 400);
+}
+
+/// Attachments a client sends, as REST and `message:send` both take them: one with markup in
+/// its URL and name, one whose type is markup, one of the category form the deployed
+/// clients send, one `javascript:` link.
+fn hostile_attachments() -> Value {
+    json!([
+        { "url": "https://cdn.test/a\"><script>alert(1)</script>.png?x=\"<y>", "type": "image/png", "name": "<img src=x onerror=alert(1)>a.png", "size": 10 },
+        { "url": "https://cdn.test/b.png", "type": "<svg onload=alert(1)>", "name": "b.png" },
+        { "url": "https://cdn.test/c.png", "type": "image", "name": "c.png" },
+        { "url": "javascript:alert(1)", "type": "image/png", "name": "d.png" },
+    ])
+}
+
+/// What is kept of `hostile_attachments`: the URL percent-encoded, the name without its
+/// handler, the markup type and the script link dropped.
+fn cleaned_attachments() -> Value {
+    json!([
+        { "url": "https://cdn.test/a%22%3E%3Cscript%3Ealert(1)%3C/script%3E.png?x=%22%3Cy%3E", "type": "image/png", "name": "<img src=\"x\">a.png", "size": 10 },
+        { "url": "https://cdn.test/c.png", "type": "image", "name": "c.png" },
+    ])
+}
+
+/// Attachment fields and metadata strings are cleaned before they are stored or broadcast,
+/// whether they come over REST, a socket or the internal API.
+#[tokio::test]
+async fn attachments_and_metadata_are_cleaned_before_storing_and_broadcasting() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+    let mut listener = SocketClient::connect(&app.base_url, &alice).await.expect("socket connects");
+    listener.join(&id).await;
+    let sender = SocketClient::connect(&app.base_url, &user("bob", "acme")).await.expect("socket connects");
+
+    // REST
+    let path = format!("/api/conversations/{id}/messages");
+    let (status, body) = app.post(&alice, &path, json!({ "content": "over rest", "attachments": hostile_attachments() })).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["message"]["attachments"], cleaned_attachments());
+    let event = listener.wait_for("message:new", |e| e["message"]["content"] == "over rest").await;
+    assert_eq!(event.data["message"]["attachments"], cleaned_attachments());
+
+    // Socket.IO, with the attachments as a JSON string as the deployed clients send them.
+    let payload = json!({ "conversationId": id, "content": "over socket", "attachments": hostile_attachments().to_string() });
+    let ack = sender.emit_ack("message:send", payload).await;
+    assert_eq!(ack.data["ok"], true, "{}", ack.data);
+    assert_eq!(ack.data["message"]["attachments"], cleaned_attachments());
+    let event = listener.wait_for("message:new", |e| e["message"]["content"] == "over socket").await;
+    assert_eq!(event.data["message"]["attachments"], cleaned_attachments());
+
+    let (_, body) = app.get(&alice, &path).await;
+    for m in body["messages"].as_array().unwrap() {
+        assert_eq!(m["attachments"], cleaned_attachments(), "stored: {m}");
+    }
+
+    // Metadata string values, at any depth, on create, update and the internal API.
+    let hostile = json!({ "note": "<img src=x onerror=alert(1)>hi", "nested": { "list": ["<script>alert(1)</script>ok", 3, true] } });
+    let cleaned = json!({ "note": "<img src=\"x\">hi", "nested": { "list": ["ok", 3, true] } });
+    let (status, body) = app.post(&alice, "/api/conversations", json!({ "agent_id": "a", "metadata": hostile })).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["conversation"]["metadata"], cleaned);
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{}", body["conversation"]["id"].as_str().unwrap())).await;
+    assert_eq!(body["conversation"]["metadata"], cleaned);
+
+    let (status, body) = app.patch(&alice, &format!("/api/conversations/{id}"), json!({ "metadata": hostile })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["conversation"]["metadata"], cleaned);
+    let event = listener.wait_for("conversation:updated", |e| e["conversation"]["metadata"] != json!({})).await;
+    assert_eq!(event.data["conversation"]["metadata"], cleaned);
+
+    let internal = format!("/api/internal/conversations/{id}");
+    let (status, body) = app.patch(INTERNAL_TOKEN, &internal, json!({ "metadata": { "from_service": "<script>x</script>kept" } })).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{id}")).await;
+    assert_eq!(body["conversation"]["metadata"]["from_service"], "kept");
+
+    let create = json!({ "conversationId": id, "content": "from a service", "senderType": "agent", "metadata": hostile });
+    let (status, body) = app.post(INTERNAL_TOKEN, "/api/internal/messages/create", create).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"]["metadata"], cleaned);
+    let event = listener.wait_for("message:new", |e| e["message"]["content"] == "from a service").await;
+    assert_eq!(event.data["message"]["metadata"], cleaned);
 }

@@ -29,6 +29,23 @@ async fn auth_failures() {
     assert_eq!(status, 200);
 }
 
+/// A token that is not valid yet (`nbf` an hour ahead) is refused like an expired one, over
+/// REST and in the Socket.IO handshake; an `nbf` inside the leeway is accepted.
+#[tokio::test]
+async fn tokens_are_refused_before_their_not_before_time() {
+    let app = spawn_app(&[]);
+    let early = sign(json!({ "sub": "a", "company_id": "acme", "exp": now() + 7200, "nbf": now() + 3600 }));
+    let (status, body) = app.get(&early, "/api/conversations").await;
+    assert_eq!((status, body), (401, json!({ "error": "Invalid or expired token" })));
+    let refused = common::socket::SocketClient::connect(&app.base_url, &early).await.err();
+    assert_eq!(refused.as_deref(), Some("Invalid or expired token"));
+
+    let now_valid = sign(json!({ "sub": "a", "company_id": "acme", "exp": now() + 7200, "nbf": now() + 2 }));
+    let (status, body) = app.get(&now_valid, "/api/conversations").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(common::socket::SocketClient::connect(&app.base_url, &now_valid).await.is_ok());
+}
+
 #[tokio::test]
 async fn another_company_gets_404_on_every_route() {
     let app = spawn_app(&[]);
@@ -86,9 +103,29 @@ async fn widget_tokens_are_confined_to_their_conversation() {
     assert_eq!(status, 404);
     let (_, body) = app.get(&w, "/api/conversations").await;
     assert_eq!(body["total"], 1);
-    let (status, _) = app.post(&w, "/api/conversations", json!({ "agent_id": "a" })).await;
-    assert_eq!(status, 403);
-    let (status, _) = app.delete(&w, &format!("/api/conversations/{own}")).await;
+    // What a widget may not do is, for it, not there: the same 404 as another conversation.
+    let not_found = (404, json!({ "error": "Conversation not found" }));
+    let alices = app.message(&alice, &own, "from alice").await;
+    let alices = alices["id"].as_str().unwrap();
+    let refused = vec![
+        app.post(&w, "/api/conversations", json!({ "agent_id": "a" })).await,
+        app.delete(&w, &format!("/api/conversations/{own}")).await,
+        app.post(&w, &format!("/api/conversations/{own}/participants"), json!({ "userId": "mallory" })).await,
+        app.delete(&w, &format!("/api/conversations/{own}/participants/alice")).await,
+        app.patch(&w, &format!("/api/conversations/{own}/messages/{alices}"), json!({ "content": "changed" })).await,
+        app.delete(&w, &format!("/api/conversations/{own}/messages/{alices}")).await,
+    ];
+    for (i, answer) in refused.into_iter().enumerate() {
+        assert_eq!(answer, not_found, "widget request #{i}");
+    }
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{own}")).await;
+    assert_eq!(body["conversation"]["participants"], json!(["alice"]));
+    let (_, body) = app.get(&alice, &format!("/api/conversations/{own}/messages")).await;
+    assert_eq!(body["total"], 2);
+    assert_eq!(body["messages"][1]["content"], "from alice");
+    // Users still get 403 for someone else's message: they can see who may do what.
+    let bob = user("bob", "acme");
+    let (status, _) = app.delete(&bob, &format!("/api/conversations/{own}/messages/{alices}")).await;
     assert_eq!(status, 403);
     // A widget token for the right conversation but another company sees nothing.
     let (status, _) = app.get(&widget(&own, "evil-co"), &format!("/api/conversations/{own}")).await;
@@ -184,6 +221,104 @@ async fn security_headers_body_limit_cors_and_health() {
 
     let (status, body) = app.get(&alice, "/api/nope").await;
     assert_eq!((status, body), (404, json!({ "error": "Not found" })));
+}
+
+/// Every refusal of the HTTP layer itself is JSON `{ error }`: unreadable query strings and
+/// path parameters, unknown routes, wrong methods, oversized request heads. Socket.IO's own
+/// answers under /socket.io stay as socketioxide gives them.
+#[tokio::test]
+async fn http_layer_refusals_are_json_errors() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+
+    let json_error = |status: u16, body: &Value, expected: u16, error: &str| {
+        assert_eq!(status, expected, "{body}");
+        assert_eq!(body["error"], error, "{body}");
+    };
+    let (status, body) = app.get(&alice, "/api/conversations?limit=1&limit=2").await;
+    json_error(status, &body, 400, "Invalid query string");
+    assert!(body["details"].as_str().unwrap().contains("limit"), "{body}");
+    let (status, body) = app.get(&alice, &format!("/api/conversations/{id}/messages?offset=1&offset=2")).await;
+    json_error(status, &body, 400, "Invalid query string");
+    let (status, body) = app.get(&alice, "/api/conversations/%FF").await;
+    json_error(status, &body, 400, "Invalid path");
+    let (status, body) = app.delete(&alice, &format!("/api/conversations/{id}/participants/%C3%28")).await;
+    json_error(status, &body, 400, "Invalid path");
+    let res = app.http.post(app.url("/api/conversations")).bearer_auth(&alice).body("{").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "Invalid request body");
+
+    for path in ["/api/nope", "/api/", "/api/conversations/x/y/z/w", "/", "/nope"] {
+        let (status, body) = app.get(&alice, path).await;
+        assert_eq!((status, body), (404, json!({ "error": "Not found" })), "{path}");
+    }
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/conversations".to_string()),
+        (reqwest::Method::POST, format!("/api/conversations/{id}/presence")),
+        (reqwest::Method::GET, "/api/internal/messages/emit".to_string()),
+        (reqwest::Method::POST, "/health".to_string()),
+    ] {
+        let res = app.http.request(method.clone(), app.url(&path)).bearer_auth(&alice).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert!(res.headers().contains_key("allow"), "{method} {path}");
+        assert_eq!(res.json::<Value>().await.unwrap(), json!({ "error": "Method not allowed" }), "{method} {path}");
+    }
+
+    // A request target of 8 KiB is served; one byte more is 414.
+    let padded = |len: usize| {
+        let prefix = "/api/conversations?pad=";
+        format!("{prefix}{}", "x".repeat(len - prefix.len()))
+    };
+    let (status, body) = app.get(&alice, &padded(8 * 1024)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get(&alice, &padded(8 * 1024 + 1)).await;
+    assert_eq!((status, body), (414, json!({ "error": "URI too long" })));
+
+    // 16 KiB of header fields in all are served; more is 431.
+    let sized = |value_len: usize| {
+        app.http.get(app.url("/api/conversations")).bearer_auth(&alice).header("x-padding", "v".repeat(value_len))
+    };
+    let (status, body) = send(sized(12 * 1024)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(sized(16 * 1024)).await;
+    assert_eq!((status, body), (431, json!({ "error": "Request header fields too large" })));
+    // Many small header fields add up the same way.
+    let mut many = app.http.get(app.url("/api/conversations")).bearer_auth(&alice);
+    for i in 0..60 {
+        many = many.header(format!("x-padding-{i}"), "v".repeat(300));
+    }
+    let (status, body) = send(many).await;
+    assert_eq!((status, body), (431, json!({ "error": "Request header fields too large" })));
+
+    // Socket.IO's own answers are untouched.
+    let res = app.http.get(app.url("/socket.io/?EIO=4&transport=bogus")).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({ "code": "0", "message": "Transport unknown" }));
+    let res = app.http.get(app.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().starts_with("0{\"sid\""));
+}
+
+/// More than 100 header fields are refused with a JSON 431, however small they are. Needs
+/// hyper to let more than 100 fields through to the middleware (`max_headers` in `serve`);
+/// at hyper's default it answers 431 itself, without a body.
+#[tokio::test]
+async fn more_than_100_header_fields_are_a_json_431() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let with_fields = |n: usize| {
+        let mut req = app.http.get(app.url("/api/conversations")).bearer_auth(&alice);
+        for i in 0..n {
+            req = req.header(format!("x-f{i}"), "1");
+        }
+        req
+    };
+    // reqwest adds a few of its own (host, accept, authorization).
+    let (status, body) = send(with_fields(90)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(with_fields(120)).await;
+    assert_eq!((status, body), (431, json!({ "error": "Request header fields too large" })));
 }
 
 #[tokio::test]

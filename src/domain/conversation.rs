@@ -7,7 +7,7 @@ use validator::Validate;
 
 use super::message::string_enum;
 use super::time::{to_iso, Timestamp};
-use super::{sanitize_text, ValidationError};
+use super::{refuse_control_chars, sanitize_text, ValidationError};
 
 /// Default and largest page of the conversation list.
 pub const DEFAULT_CONVERSATION_LIMIT: u32 = 50;
@@ -189,11 +189,12 @@ pub fn clean_title(raw: &str) -> Result<String, ValidationError> {
     Ok(t.trim().to_string())
 }
 
-/// Tags: trimmed, sanitized, non-empty, at most 100 characters each, duplicates removed.
+/// Tags: trimmed, sanitized, non-empty, at most 100 characters each, without control
+/// characters (the `tag` filter refuses them), duplicates removed.
 pub fn clean_tags(tags: &[String]) -> Result<Vec<String>, ValidationError> {
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for t in tags {
-        let t = sanitize_text(t.trim());
+        let t = sanitize_text(refuse_control_chars("Validation failed", "tags", t.trim())?);
         if t.is_empty() || t.chars().count() > 100 {
             return Err(ValidationError::field("Validation failed", "tags", "each tag must be 1 to 100 characters"));
         }
@@ -218,9 +219,6 @@ pub fn validation_failed(e: validator::ValidationErrors) -> ValidationError {
 impl UpdateConversationInput {
     pub fn into_changes(self, merge_metadata: bool) -> Result<ConversationChanges, ValidationError> {
         self.validate().map_err(validation_failed)?;
-        if let Some(m) = &self.metadata {
-            super::check_metadata("metadata", m)?;
-        }
         let ended_at = match self.ended_at {
             None => None,
             Some(Value::Null) => Some(None),
@@ -232,7 +230,7 @@ impl UpdateConversationInput {
         Ok(ConversationChanges {
             status: self.status.as_deref().map(parse_status).transpose()?,
             tags: self.tags.as_deref().map(clean_tags).transpose()?,
-            metadata: self.metadata,
+            metadata: self.metadata.map(|m| super::clean_metadata("metadata", m)).transpose()?,
             merge_metadata,
             ended_at,
             title: self.title.as_deref().map(clean_title).transpose()?,
@@ -258,6 +256,18 @@ pub struct ConversationFilter {
     pub participant: Option<String>,
     pub limit: u32,
     pub offset: u64,
+}
+
+/// A free-text filter value of the conversation list (`q`, `tag`, `contact_id`, `agent_id`):
+/// trimmed, at most 200 characters, no control characters; empty means no filter.
+pub fn clean_filter_text(field: &str, raw: Option<&str>) -> Result<Option<String>, ValidationError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) if s.chars().count() > 200 => {
+            Err(ValidationError::field("Validation failed", field, "must be at most 200 characters"))
+        }
+        Some(s) => refuse_control_chars("Validation failed", field, s).map(|s| Some(s.to_string())),
+    }
 }
 
 /// Which messages a page lists: the main thread (thread_id absent or null) or one thread.
@@ -306,6 +316,16 @@ mod tests {
         assert_eq!(clean_title("  <script>x</script>Plan ").unwrap(), "Plan");
         assert!(clean_title("   ").is_err());
         assert!(clean_title(&"t".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn filter_text() {
+        assert_eq!(clean_filter_text("q", Some("  plan ")).unwrap().as_deref(), Some("plan"));
+        assert_eq!(clean_filter_text("q", Some("  ")).unwrap(), None);
+        assert!(clean_filter_text("q", Some("\u{0}")).is_err());
+        assert!(clean_filter_text("q", Some("a\u{1b}b")).is_err());
+        assert!(clean_filter_text("q", Some(&"x".repeat(201))).is_err());
+        assert!(clean_tags(&["a\u{0}".to_string()]).is_err());
     }
 
     #[test]

@@ -44,6 +44,19 @@ pub fn parse_thread_id(field: &str, s: &str) -> Result<String, ValidationError> 
     }
 }
 
+/// A user id named by a client (participants, agent, contact, sender): a bounded string
+/// without markup or control characters.
+pub fn clean_user_id(field: &str, raw: &str) -> Result<String, ValidationError> {
+    let s = raw.trim();
+    // Ids are echoed to every socket in the room (`participant:added`): no markup at all, not
+    // even the tags the content sanitizer would keep. Control characters would make the id
+    // unmatchable by the filters, which refuse them.
+    if s.is_empty() || s.chars().count() > 128 || s.contains(['<', '>', '&']) || s.chars().any(char::is_control) {
+        return Err(ValidationError::field("Validation failed", field, "must be a user id of 1 to 128 plain characters"));
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +82,15 @@ mod tests {
             id_from_value("c", Some(&json!("65A1B2C3D4E5F6A7B8C9D0E1"))).unwrap(),
             "65a1b2c3d4e5f6a7b8c9d0e1"
         );
+    }
+
+    #[test]
+    fn user_ids() {
+        assert!(clean_user_id("u", "user-1").is_ok());
+        assert!(clean_user_id("u", "<b>x</b>").is_err());
+        assert!(clean_user_id("u", "").is_err());
+        assert!(clean_user_id("u", "a\u{0}b").is_err());
+        assert!(clean_user_id("u", "a\nb").is_err());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
-use validator::Validate;
 
 use super::time::{to_iso, Timestamp};
 use super::{parse_thread_id, sanitize_text, ValidationError};
@@ -79,18 +78,22 @@ impl MessageType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+/// A file attached to a message. Built from client input only through `lenient_attachments`,
+/// which checks and cleans every field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attachment {
-    #[validate(url, length(max = 2048))]
     pub url: String,
     #[serde(rename = "type")]
-    #[validate(length(min = 1, max = 100))]
     pub kind: String,
-    #[validate(length(min = 1, max = 255))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
 }
+
+/// Longest attachment URL, as stored (percent-encoded).
+const MAX_ATTACHMENT_URL_BYTES: usize = 2048;
+const MAX_ATTACHMENT_TYPE_CHARS: usize = 100;
+const MAX_ATTACHMENT_NAME_CHARS: usize = 255;
 
 /// A stored message. Serialized with both `_id` and `id` (the widget de-duplicates by `id`).
 #[derive(Debug, Clone, PartialEq)]
@@ -173,7 +176,8 @@ pub fn clean_content(raw: &str) -> Result<String, ValidationError> {
 }
 
 /// Keeps the valid attachments of whatever the client sent: an array, or the same array as a
-/// JSON string (the deployed clients do both). Invalid entries are dropped, not fatal.
+/// JSON string (the deployed clients do both). Invalid entries are dropped, not fatal; the
+/// ones kept are cleaned (see `clean_attachment`).
 pub fn lenient_attachments(v: &Value) -> Vec<Attachment> {
     let parsed;
     let items = match v {
@@ -190,19 +194,67 @@ pub fn lenient_attachments(v: &Value) -> Vec<Attachment> {
     items
         .iter()
         .filter_map(|item| serde_json::from_value::<Attachment>(item.clone()).ok())
-        .filter(|a| a.validate().is_ok() && has_safe_scheme(&a.url))
-        .map(|mut a| {
-            a.name = sanitize_text(&a.name);
-            a
-        })
+        .filter_map(clean_attachment)
         .take(MAX_ATTACHMENTS)
         .collect()
 }
 
-/// Attachments are fetched by browsers: only web URLs, never `javascript:` or `data:`.
-fn has_safe_scheme(url: &str) -> bool {
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    lower.starts_with("https://") || lower.starts_with("http://")
+/// An attachment fit to store and broadcast, or `None` to drop it: a web URL, stored in its
+/// parsed, percent-encoded form (so no quote or angle bracket survives in it); a media type;
+/// a name without unsafe markup.
+fn clean_attachment(a: Attachment) -> Option<Attachment> {
+    let url = web_url(&a.url)?;
+    let kind = a.kind.trim();
+    if kind.chars().count() > MAX_ATTACHMENT_TYPE_CHARS || !is_attachment_type(kind) {
+        return None;
+    }
+    let name = sanitize_text(a.name.trim());
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_ATTACHMENT_NAME_CHARS {
+        return None;
+    }
+    Some(Attachment { url, kind: kind.to_string(), name: name.to_string(), size: a.size })
+}
+
+/// Attachments are fetched by browsers: only http and https URLs, never `javascript:` or
+/// `data:`. Returns the URL re-serialized by the parser, which percent-encodes what may not
+/// appear in a URL.
+fn web_url(raw: &str) -> Option<String> {
+    let url = url::Url::parse(raw.trim()).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return None;
+    }
+    let url = String::from(url);
+    (url.len() <= MAX_ATTACHMENT_URL_BYTES).then_some(url)
+}
+
+/// A media type (`type/subtype`, then `; name=value` parameters, RFC 9110 section 8.3.1), or
+/// only its top-level type (`image`, `file`), which is what the deployed clients send. Names and
+/// values are tokens; a quoted value may hold only token characters and spaces, so nothing
+/// that could form markup gets through.
+fn is_attachment_type(s: &str) -> bool {
+    fn is_token(s: &str) -> bool {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+    fn is_value(s: &str) -> bool {
+        match s.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+            Some(quoted) => quoted.split(' ').all(|part| part.is_empty() || is_token(part)),
+            None => is_token(s),
+        }
+    }
+    let mut parts = s.split(';');
+    let media = parts.next().unwrap_or_default();
+    let media_ok = match media.split_once('/') {
+        Some((kind, subtype)) => is_token(kind) && is_token(subtype),
+        None => is_token(media),
+    };
+    media_ok
+        && parts.all(|param| {
+            let param = param.trim_matches([' ', '\t']);
+            // `type/subtype;` with nothing after the semicolon is allowed by the grammar.
+            param.is_empty()
+                || param.split_once('=').is_some_and(|(name, value)| is_token(name) && is_value(value))
+        })
 }
 
 fn lenient_attachments_de<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attachment>, D::Error> {
@@ -308,7 +360,7 @@ pub fn toggle_reaction(reactions: &mut Vec<Reaction>, user_id: &str, emoji: Opti
 /// Checks a reaction emoji: a short, markup-free string.
 pub fn clean_emoji(raw: &str) -> Result<String, ValidationError> {
     let e = raw.trim();
-    if e.is_empty() || e.chars().count() > 32 || e.contains(['<', '>', '&', '"']) {
+    if e.is_empty() || e.chars().count() > 32 || e.contains(['<', '>', '&', '"']) || e.chars().any(char::is_control) {
         return Err(ValidationError::field("Invalid message data", "reaction", "must be a short emoji"));
     }
     Ok(e.to_string())
@@ -350,6 +402,36 @@ mod tests {
         let s = serde_json::to_string(&json!([good])).unwrap();
         assert_eq!(input(json!({"content": "a", "attachments": s})).unwrap().attachments.len(), 1);
         assert!(input(json!({"content": "a", "attachments": "not json"})).unwrap().attachments.is_empty());
+    }
+
+    fn attachment(url: &str, kind: &str, name: &str) -> Vec<Attachment> {
+        lenient_attachments(&json!([{ "url": url, "type": kind, "name": name }]))
+    }
+
+    #[test]
+    fn attachment_types_are_media_types() {
+        for ok in ["image/png", "image", "file", "application/vnd.ms-excel", "text/plain; charset=utf-8", "text/plain;charset=\"utf-8\"", "multipart/mixed; boundary=\"a b\""] {
+            assert_eq!(attachment("https://x.test/a", ok, "a").len(), 1, "{ok}");
+        }
+        for bad in ["<svg onload=alert(1)>", "image/<svg>", "text/plain; x=\"<b>\"", "text/plain; x", "a/b/c", "", " ", "image/", "/png", "text/plain; x=\"a\\\"b\"", "image png"] {
+            assert!(attachment("https://x.test/a", bad, "a").is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn attachment_urls_are_reencoded_web_urls() {
+        let kept = attachment("https://x.test/a\"><script>alert(1)</script>?q=\"<x>#\"<y>", "image/png", "a");
+        assert_eq!(kept[0].url, "https://x.test/a%22%3E%3Cscript%3Ealert(1)%3C/script%3E?q=%22%3Cx%3E#%22%3Cy%3E");
+        for bad in ["javascript:alert(1)", "data:text/html,<script>", "ftp://x.test/a", "https://", "/relative", "x"] {
+            assert!(attachment(bad, "image/png", "a").is_empty(), "{bad}");
+        }
+        assert!(attachment(&format!("https://x.test/{}", "a".repeat(2100)), "image/png", "a").is_empty());
+    }
+
+    #[test]
+    fn attachment_names_are_sanitized() {
+        assert_eq!(attachment("https://x.test/a", "image/png", "<img src=x onerror=alert(1)>a.png")[0].name, "<img src=\"x\">a.png");
+        assert!(attachment("https://x.test/a", "image/png", "<script>x</script>").is_empty(), "nothing left");
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod time;
 pub use conversation::*;
 pub use id::*;
 pub use message::*;
-pub use sanitize::sanitize_text;
+pub use sanitize::{sanitize_json_strings, sanitize_text};
 
 use serde::Serialize;
 
@@ -56,9 +56,19 @@ impl std::fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+/// Refuses control characters (NUL, escapes, line breaks...) in ids, labels and search text.
+/// They mean nothing there, and the stores would disagree about them: MongoDB refuses a NUL
+/// inside a regular expression, SQLite would match it.
+pub fn refuse_control_chars<'s>(message: &str, field: &str, s: &'s str) -> Result<&'s str, ValidationError> {
+    if s.chars().any(char::is_control) {
+        return Err(ValidationError::field(message, field, "must not contain control characters"));
+    }
+    Ok(s)
+}
+
 /// Checks client-supplied metadata: field names must not start with `$` or contain `.`
 /// (a document database reads those as operators and paths), nor be empty, at any depth.
-pub fn check_metadata(field: &str, metadata: &serde_json::Map<String, serde_json::Value>) -> Result<(), ValidationError> {
+fn check_metadata(field: &str, metadata: &serde_json::Map<String, serde_json::Value>) -> Result<(), ValidationError> {
     fn walk(v: &serde_json::Value, depth: usize) -> Result<(), &'static str> {
         if depth > 20 {
             return Err("is nested too deeply");
@@ -81,6 +91,16 @@ pub fn check_metadata(field: &str, metadata: &serde_json::Map<String, serde_json
     walk(&as_value, 0).map_err(|problem| ValidationError::field("Validation failed", field, problem))
 }
 
+/// Client-supplied metadata, checked (`check_metadata`) and with every string value cleaned
+/// of unsafe markup, at any depth, as content is.
+pub fn clean_metadata(
+    field: &str,
+    metadata: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, ValidationError> {
+    check_metadata(field, &metadata)?;
+    Ok(metadata.into_iter().map(|(k, v)| (k, sanitize_json_strings(v))).collect())
+}
+
 #[cfg(test)]
 mod metadata_tests {
     use super::*;
@@ -93,5 +113,13 @@ mod metadata_tests {
         for bad in [json!({ "$set": 1 }), json!({ "a.b": 1 }), json!({ "x": { "$gt": "" } }), json!({ "x": [{ "": 1 }] })] {
             assert!(check_metadata("metadata", bad.as_object().unwrap()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn metadata_strings_are_cleaned() {
+        let raw = json!({ "note": "<b onclick=x()>hi</b>", "list": ["<script>x</script>", 2] });
+        let clean = clean_metadata("metadata", raw.as_object().unwrap().clone()).unwrap();
+        assert_eq!(serde_json::Value::Object(clean), json!({ "note": "<b>hi</b>", "list": ["", 2] }));
+        assert!(clean_metadata("metadata", json!({ "$set": "x" }).as_object().unwrap().clone()).is_err());
     }
 }

@@ -1,9 +1,11 @@
-//! XSS protection for user text. Content and titles are stored and broadcast already clean,
-//! so no reader (dashboard, widget, a sibling service) has to remember to escape them.
+//! XSS protection for user text. Content, titles, attachment names and metadata strings are
+//! stored and broadcast already clean, so no reader (dashboard, widget, a sibling service)
+//! has to remember to escape them.
 
 use std::sync::LazyLock;
 
 use ammonia::Builder;
+use serde_json::Value;
 
 static CLEANER: LazyLock<Builder<'static>> = LazyLock::new(|| {
     let mut b = Builder::default();
@@ -22,6 +24,17 @@ pub fn sanitize_text(input: &str) -> String {
         return input.to_string();
     }
     CLEANER.clean(input).to_string()
+}
+
+/// `sanitize_text` on every string of a JSON value, at any depth; keys, numbers, booleans and
+/// nulls stay as they are.
+pub fn sanitize_json_strings(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(sanitize_text(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(sanitize_json_strings).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, sanitize_json_strings(v))).collect()),
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -43,6 +56,13 @@ mod tests {
         assert!(!out.contains("javascript"));
         let out = sanitize_text("<img src=x onerror=alert(1)>");
         assert!(!out.contains("onerror"));
+    }
+
+    #[test]
+    fn json_strings_at_any_depth() {
+        let v = serde_json::json!({ "a": "<script>x</script>ok", "b": [1, { "c": "<img src=x onerror=y()>" }], "d": true });
+        let clean = sanitize_json_strings(v);
+        assert_eq!(clean, serde_json::json!({ "a": "ok", "b": [1, { "c": "<img src=\"x\">" }], "d": true }));
     }
 
     #[test]

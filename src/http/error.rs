@@ -12,9 +12,24 @@ use crate::service::ServiceError;
 pub enum ApiError {
     Service(ServiceError),
     Unauthorized(&'static str),
-    BadBody(String),
+    /// A part of the request that could not be read as the route expects; the details say why.
+    Malformed(RequestPart, String),
     PayloadTooLarge,
     InternalApiDisabled,
+    /// No route at this path.
+    RouteNotFound,
+    /// A route at this path, not for this method.
+    MethodNotAllowed,
+    UriTooLong,
+    HeadersTooLarge,
+}
+
+/// Where in a request a malformed value was found.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestPart {
+    Body,
+    Query,
+    Path,
 }
 
 impl From<ServiceError> for ApiError {
@@ -49,7 +64,14 @@ impl IntoResponse for ApiError {
                 (status, body)
             }
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
-            ApiError::BadBody(d) => (StatusCode::BAD_REQUEST, json!({ "error": "Invalid request body", "details": d })),
+            ApiError::Malformed(part, details) => {
+                let error = match part {
+                    RequestPart::Body => "Invalid request body",
+                    RequestPart::Query => "Invalid query string",
+                    RequestPart::Path => "Invalid path",
+                };
+                (StatusCode::BAD_REQUEST, json!({ "error": error, "details": details }))
+            }
             ApiError::PayloadTooLarge => {
                 // The rest of the body is never read, so the connection cannot carry another
                 // request: say so, or a client may reuse it and see its next request fail.
@@ -58,6 +80,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::InternalApiDisabled => {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "Internal API is disabled: INTERNAL_SERVICE_TOKEN is not set" }))
+            }
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, json!({ "error": "Not found" })),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, json!({ "error": "Method not allowed" })),
+            ApiError::UriTooLong => (StatusCode::URI_TOO_LONG, json!({ "error": "URI too long" })),
+            ApiError::HeadersTooLarge => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, json!({ "error": "Request header fields too large" }))
             }
         };
         (status, Json(body)).into_response()

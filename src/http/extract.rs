@@ -1,5 +1,6 @@
-//! Request extractors: the caller's identity (user/widget token or internal service token)
-//! and JSON bodies whose rejections answer in the contract's error shape.
+//! Request extractors: the caller's identity (user/widget token or internal service token),
+//! and JSON bodies, query strings and path parameters whose rejections answer in the
+//! contract's error shape.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
@@ -7,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, RequestPart};
 use super::ApiContext;
 use crate::auth::{bearer, AuthError, Principal};
 
@@ -72,9 +73,47 @@ where
             Ok(axum::Json(v)) => Ok(Body(v)),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
             Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(ApiError::BadBody("expected Content-Type: application/json".into()))
+                Err(ApiError::Malformed(RequestPart::Body, "expected Content-Type: application/json".into()))
             }
-            Err(e) => Err(ApiError::BadBody(e.body_text())),
+            Err(e) => Err(ApiError::Malformed(RequestPart::Body, e.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Query`, with an unreadable query string (a key given twice, a value of the
+/// wrong type) answered as a JSON error.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(e) => Err(ApiError::Malformed(RequestPart::Query, e.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Path`, with undecodable parameters (percent-encoded bytes that are not
+/// UTF-8) answered as a JSON error.
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathParams(v)),
+            Err(e) => Err(ApiError::Malformed(RequestPart::Path, e.body_text())),
         }
     }
 }

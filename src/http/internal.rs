@@ -1,12 +1,12 @@
 //! /api/internal: the service-to-service API (voice agent, workflows), behind the internal token.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
-use super::extract::{Body, InternalCaller};
+use super::extract::{Body, InternalCaller, PathParams};
 use super::ApiContext;
 use crate::domain::UpdateConversationInput;
 use crate::service::{InternalCreateInput, InternalListInput};
@@ -41,7 +41,7 @@ pub async fn list(State(ctx): State<ApiContext>, _: InternalCaller, Body(input):
 pub async fn update_conversation(
     State(ctx): State<ApiContext>,
     _: InternalCaller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Body(input): Body<UpdateConversationInput>,
 ) -> ApiResult<Json<Value>> {
     ctx.service.internal_update_conversation(&id, input.into_changes(true)?).await?;

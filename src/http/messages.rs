@@ -1,13 +1,13 @@
 //! /api/conversations/:id/messages: list, post, edit, delete.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
-use super::extract::{Body, Caller};
+use super::extract::{Body, Caller, PathParams, QueryParams};
 use super::ApiContext;
 use crate::domain::{MessageType, SendMessageInput};
 use crate::service::MessagePatch;
@@ -22,8 +22,8 @@ pub struct PageQuery {
 pub async fn list(
     State(ctx): State<ApiContext>,
     Caller(p): Caller,
-    Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    PathParams(id): PathParams<String>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let (page, limit, offset) =
         ctx.service.list_messages(&p, &id, q.thread_id.as_deref(), q.limit.as_deref(), q.offset.as_deref()).await?;
@@ -33,7 +33,7 @@ pub async fn list(
 pub async fn create(
     State(ctx): State<ApiContext>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Body(body): Body<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input = SendMessageInput::from_value(body)?.validate(MessageType::Text)?;
@@ -44,7 +44,7 @@ pub async fn create(
 pub async fn edit(
     State(ctx): State<ApiContext>,
     Caller(p): Caller,
-    Path((id, mid)): Path<(String, String)>,
+    PathParams((id, mid)): PathParams<(String, String)>,
     Body(body): Body<Value>,
 ) -> ApiResult<Json<Value>> {
     let patch = MessagePatch::from_value(&body)?;
@@ -55,7 +55,7 @@ pub async fn edit(
 pub async fn delete(
     State(ctx): State<ApiContext>,
     Caller(p): Caller,
-    Path((id, mid)): Path<(String, String)>,
+    PathParams((id, mid)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     ctx.service.delete_message(&p, &id, &mid).await?;
     Ok(Json(json!({ "success": true })))

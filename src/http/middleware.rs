@@ -1,9 +1,10 @@
-//! Cross-cutting HTTP behaviour: the REST rate limit with its headers, security headers, CORS.
+//! Cross-cutting HTTP behaviour: limits on the request head, the REST rate limit with its
+//! headers, security headers, CORS.
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -13,6 +14,35 @@ use super::error::ApiError;
 use super::ApiContext;
 use crate::config::Config;
 use crate::service::ServiceError;
+
+/// Longest request target (path and query, and the authority of an absolute URI) accepted.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header fields accepted in one request.
+pub const MAX_HEADERS: usize = 100;
+/// Most header bytes accepted in one request: names, values and the `: ` and line break of each.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses an oversized request head before any work is done for it: 414 for a long URI,
+/// 431 for too many or too large header fields, as JSON errors. hyper answers heads beyond
+/// its own parser limits itself (without a body); these limits sit below those.
+pub async fn limit_request_head(req: Request, next: Next) -> Response {
+    if uri_bytes(req.uri()) > MAX_URI_BYTES {
+        return ApiError::UriTooLong.into_response();
+    }
+    if req.headers().len() > MAX_HEADERS || header_bytes(req.headers()) > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(req).await
+}
+
+fn uri_bytes(uri: &Uri) -> usize {
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    authority + uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+}
+
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
+}
 
 /// Counts each `/api` request against the caller's address; over the limit answers 429.
 /// `RateLimit-*` headers go on every answer, allowed or not.
@@ -67,4 +97,34 @@ pub fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static("ratelimit-remaining"),
             HeaderName::from_static("ratelimit-reset"),
         ])
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The head limits on their own: hyper (at its default of 100 header fields) refuses a
+    /// request with more fields itself before this middleware could see it.
+    async fn answer(fields: usize) -> (u16, String) {
+        let app = Router::new().route("/", get(|| async { "ok" })).layer(axum::middleware::from_fn(limit_request_head));
+        let mut req = Request::builder().uri("/");
+        for i in 0..fields {
+            req = req.header(format!("x-f{i}"), "1");
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status().as_u16();
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn more_than_100_header_fields_are_refused() {
+        assert_eq!(answer(MAX_HEADERS).await, (200, "ok".into()));
+        assert_eq!(answer(MAX_HEADERS + 1).await, (431, r#"{"error":"Request header fields too large"}"#.into()));
+    }
 }

@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::auth::Authenticator;
+use error::ApiError;
 use crate::cluster::Cluster;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
@@ -60,14 +61,26 @@ pub fn router(ctx: ApiContext) -> Router {
             "/internal/conversations/{id}/update",
             patch(internal::update_conversation).post(internal::update_conversation).put(internal::update_conversation),
         )
-        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" }))) })
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), middleware::rate_limit));
 
     let router = Router::new()
         .route("/health", get(health))
+        .method_not_allowed_fallback(method_not_allowed)
         .nest("/api", api)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .fallback(route_not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::limit_request_head));
     middleware::with_security_headers(router).with_state(ctx)
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// 200 while the store answers. Redis being unreachable is reported as `degraded` (the node

@@ -1,12 +1,12 @@
 //! /api/conversations/:id/threads: create, read with messages, post into.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
-use super::extract::{Body, Caller};
+use super::extract::{Body, Caller, PathParams, QueryParams};
 use super::messages::PageQuery;
 use super::ApiContext;
 use crate::domain::{MessageType, SendMessageInput, ValidationError};
@@ -14,7 +14,7 @@ use crate::domain::{MessageType, SendMessageInput, ValidationError};
 pub async fn create(
     State(ctx): State<ApiContext>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Body(body): Body<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Some(Value::String(title)) = body.get("title") else {
@@ -27,8 +27,8 @@ pub async fn create(
 pub async fn get(
     State(ctx): State<ApiContext>,
     Caller(p): Caller,
-    Path((id, tid)): Path<(String, String)>,
-    Query(q): Query<PageQuery>,
+    PathParams((id, tid)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let (thread, page, limit, offset) =
         ctx.service.get_thread(&p, &id, &tid, q.limit.as_deref(), q.offset.as_deref()).await?;
@@ -38,7 +38,7 @@ pub async fn get(
 pub async fn post_message(
     State(ctx): State<ApiContext>,
     Caller(p): Caller,
-    Path((id, tid)): Path<(String, String)>,
+    PathParams((id, tid)): PathParams<(String, String)>,
     Body(body): Body<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let mut input = SendMessageInput::from_value(body)?;

@@ -15,8 +15,8 @@ use crate::agent::{Admission, AgentClient, AgentError, ContactsRequest, Reply, R
 use crate::auth::{BearerToken, Principal};
 use crate::domain::time::now;
 use crate::domain::{
-    clean_content, Conversation, ConversationChanges, Message, MessageType, Role, SenderType, ValidMessage,
-    MAX_CONTENT_CHARS,
+    clean_content, sanitize_json_strings, Conversation, ConversationChanges, Message, MessageType, Role, SenderType,
+    ValidMessage, MAX_CONTENT_CHARS,
 };
 use crate::store::{MessageChange, Scope};
 
@@ -174,7 +174,9 @@ impl ChatService {
             attachments: Vec::new(),
         };
         let sender = Sender { sender_type: SenderType::Agent, sender_id: job.conversation.agent_id.clone() };
-        self.post_message(&job.conversation, sender, input, Map::new(), Some(reply.ai_metadata(elapsed)))
+        // The agent's model name and the like reach browsers too: cleaned like metadata.
+        let ai_metadata = reply.ai_metadata(elapsed).into_iter().map(|(k, v)| (k, sanitize_json_strings(v))).collect();
+        self.post_message(&job.conversation, sender, input, Map::new(), Some(ai_metadata))
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -258,7 +260,7 @@ impl ChatService {
         for (key, result) in [("intent", intent), ("sentiment", sentiment)] {
             match result {
                 Ok(v) => {
-                    found.insert(key.into(), v);
+                    found.insert(key.into(), sanitize_json_strings(v));
                 }
                 Err(e) => tracing::info!(message_id = %job.message.id, error = %e, "{key} detection failed"),
             }

@@ -3,11 +3,11 @@
 use serde::Deserialize;
 
 use super::events::{self, raw, ConversationUpdated, UserInRoom};
-use super::{ChatService, ServiceError, ServiceResult};
+use super::{ChatService, ServiceError, ServiceResult, CONVERSATION_NOT_FOUND};
 use crate::auth::Principal;
 use crate::domain::time::{now, parse_client_date};
 use crate::domain::{
-    clamp_limit, clean_tags, clean_title, new_object_id, parse_channel, parse_status,
+    clamp_limit, clean_filter_text, clean_tags, clean_title, clean_user_id, new_object_id, parse_channel, parse_status,
     validation_failed, Channel, Conversation, ConversationChanges, ConversationFilter, CreateConversationInput,
     Status, ValidationError, DEFAULT_CONVERSATION_LIMIT, MAX_CONVERSATION_LIMIT,
 };
@@ -43,17 +43,6 @@ fn parse_date(field: &str, v: Option<&str>) -> Result<Option<crate::domain::time
         .transpose()
 }
 
-/// A short free-text filter value: trimmed, bounded, non-empty.
-fn filter_text(field: &str, v: Option<&String>) -> Result<Option<String>, ValidationError> {
-    match v.map(|s| s.trim()) {
-        None | Some("") => Ok(None),
-        Some(s) if s.chars().count() > 200 => {
-            Err(ValidationError::field("Validation failed", field, "must be at most 200 characters"))
-        }
-        Some(s) => Ok(Some(s.to_string())),
-    }
-}
-
 /// Limit and offset from a query string.
 pub fn page_params(limit: Option<&str>, offset: Option<&str>, default: u32, max: u32) -> Result<(u32, u64), ValidationError> {
     let limit = clamp_limit(parse_number("limit", limit)?, default, max);
@@ -77,10 +66,10 @@ impl ConversationQuery {
             company_id,
             status: self.status.as_deref().filter(|s| !s.is_empty()).map(parse_status).transpose()?,
             channel: self.channel.as_deref().filter(|s| !s.is_empty()).map(|s| parse_channel(Some(s))).transpose()?,
-            contact_id: filter_text("contact_id", self.contact_id.as_ref())?,
-            agent_id: filter_text("agent_id", self.agent_id.as_ref())?,
-            tag: filter_text("tag", self.tag.as_ref())?,
-            q: filter_text("q", self.q.as_ref())?,
+            contact_id: clean_filter_text("contact_id", self.contact_id.as_deref())?,
+            agent_id: clean_filter_text("agent_id", self.agent_id.as_deref())?,
+            tag: clean_filter_text("tag", self.tag.as_deref())?,
+            q: clean_filter_text("q", self.q.as_deref())?,
             started_from,
             started_to,
             participant: None,
@@ -88,17 +77,6 @@ impl ConversationQuery {
             offset,
         })
     }
-}
-
-/// A user id named by a client (participants): a bounded string without markup.
-pub(super) fn clean_user_id(field: &str, raw: &str) -> Result<String, ValidationError> {
-    let s = raw.trim();
-    // Ids are echoed to every socket in the room (`participant:added`): no markup at all, not
-    // even the tags the content sanitizer would keep.
-    if s.is_empty() || s.chars().count() > 128 || s.contains(['<', '>', '&']) {
-        return Err(ValidationError::field("Validation failed", field, "must be a user id of 1 to 128 plain characters"));
-    }
-    Ok(s.to_string())
 }
 
 impl ChatService {
@@ -122,7 +100,8 @@ impl ChatService {
     pub async fn create_conversation(&self, p: &Principal, input: CreateConversationInput) -> ServiceResult<Conversation> {
         let company_id = p.company_id.clone().ok_or(ServiceError::NoCompany)?;
         if p.widget_conversation().is_some() {
-            return Err(ServiceError::Forbidden("Widgets cannot create conversations"));
+            // A widget only ever acts on its own conversation.
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         input.validate().map_err(validation_failed)?;
         let mut participants: Vec<String> = Vec::new();
@@ -146,11 +125,7 @@ impl ChatService {
             started_at: at,
             ended_at: None,
             tags: clean_tags(&input.tags)?,
-            metadata: {
-                let m = input.metadata.unwrap_or_default();
-                crate::domain::check_metadata("metadata", &m)?;
-                m
-            },
+            metadata: crate::domain::clean_metadata("metadata", input.metadata.unwrap_or_default())?,
             threads: Vec::new(),
             summary: None,
             created_at: at,
@@ -176,7 +151,7 @@ impl ChatService {
             .store
             .update_conversation(self.scope(p)?, &current.id, &changes, now())
             .await?
-            .ok_or(ServiceError::NotFound("Conversation not found"))?;
+            .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))?;
         tracing::info!(target: "audit", action = "conversation.update", actor = %p.user_id, conversation = %updated.id);
         let payload = raw(&ConversationUpdated { conversation_id: &updated.id, conversation: &updated });
         self.emit(&updated.id, events::CONVERSATION_UPDATED, &payload).await;
@@ -185,11 +160,11 @@ impl ChatService {
 
     pub async fn delete_conversation(&self, p: &Principal, id: &str) -> ServiceResult<()> {
         if p.widget_conversation().is_some() {
-            return Err(ServiceError::Forbidden("Widgets cannot delete conversations"));
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         let c = self.conversation_for(p, id).await?;
         if !self.store.delete_conversation(self.scope(p)?, &c.id).await? {
-            return Err(ServiceError::NotFound("Conversation not found"));
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         tracing::info!(target: "audit", action = "conversation.delete", actor = %p.user_id, conversation = %c.id);
         Ok(())
@@ -197,7 +172,7 @@ impl ChatService {
 
     pub async fn set_participant(&self, p: &Principal, id: &str, user_id: &str, add: bool) -> ServiceResult<Conversation> {
         if p.widget_conversation().is_some() {
-            return Err(ServiceError::Forbidden("Widgets cannot change participants"));
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         let user_id = clean_user_id("userId", user_id)?;
         let c = self.conversation_for(p, id).await?;
@@ -208,7 +183,7 @@ impl ChatService {
             .store
             .set_participant(self.scope(p)?, &c.id, &user_id, add, now())
             .await?
-            .ok_or(ServiceError::NotFound("Conversation not found"))?;
+            .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))?;
         let event = if add { events::PARTICIPANT_ADDED } else { events::PARTICIPANT_REMOVED };
         self.emit(&c.id, event, &raw(&UserInRoom { conversation_id: &c.id, user_id: &user_id })).await;
         Ok(updated)
@@ -229,12 +204,5 @@ mod tests {
         assert!(ConversationQuery { limit: Some("ten".into()), ..Default::default() }.into_filter("c".into()).is_err());
         let f = ConversationQuery { end_date: Some("2024-01-31".into()), ..Default::default() }.into_filter("c".into()).unwrap();
         assert_eq!(crate::domain::time::to_iso(&f.started_to.unwrap()), "2024-01-31T23:59:59.999Z");
-    }
-
-    #[test]
-    fn user_ids() {
-        assert!(clean_user_id("u", "user-1").is_ok());
-        assert!(clean_user_id("u", "<b>x</b>").is_err());
-        assert!(clean_user_id("u", "").is_err());
     }
 }

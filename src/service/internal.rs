@@ -10,7 +10,7 @@ use super::{ChatService, ServiceResult};
 use crate::auth::Principal;
 use crate::domain::time::parse_client_date;
 use crate::domain::{
-    clamp_limit, clean_content, id_from_value, optional_thread_id, ConversationChanges, Message, MessageType, SenderType,
+    clamp_limit, clean_content, clean_user_id, id_from_value, refuse_control_chars, optional_thread_id, ConversationChanges, Message, MessageType, SenderType,
     ValidMessage, ValidationError,
 };
 use crate::store::Page;
@@ -74,7 +74,7 @@ impl ChatService {
                 .ok_or_else(|| ValidationError::field("Invalid message data", "messageType", "is not a message type"))?,
         };
         let sender_id = match input.sender_id.as_deref() {
-            Some(s) => super::conversations::clean_user_id("senderId", s)?,
+            Some(s) => clean_user_id("senderId", s)?,
             None => match sender_type {
                 SenderType::Agent => c.agent_id.clone(),
                 SenderType::User => c.contact_id.clone().unwrap_or_else(|| "service".into()),
@@ -82,8 +82,7 @@ impl ChatService {
             },
         };
         let thread_id = optional_thread_id(input.thread_id.as_ref(), "threadId")?;
-        let metadata = input.metadata.unwrap_or_default();
-        crate::domain::check_metadata("metadata", &metadata)?;
+        let metadata = crate::domain::clean_metadata("metadata", input.metadata.unwrap_or_default())?;
         let valid = ValidMessage { content, message_type, thread_id, attachments: Vec::new() };
         self.post_message(&c, Sender { sender_type, sender_id }, valid, metadata, None).await
     }
@@ -93,6 +92,7 @@ impl ChatService {
             Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 128 => s.trim().to_string(),
             _ => return Err(ValidationError::field("Validation failed", "companyId", "must be a non-empty string").into()),
         };
+        refuse_control_chars("Validation failed", "companyId", &company)?;
         let date = |field: &str, v: &Option<String>| {
             v.as_deref()
                 .map(|s| parse_client_date(s).ok_or_else(|| ValidationError::field("Validation failed", field, "must be a date")))

@@ -153,7 +153,7 @@ impl ChatService {
         let mut changes = Vec::new();
         if let Some(content) = patch.content {
             if message.sender_id != p.user_id {
-                return Err(ServiceError::Forbidden("Only the sender can edit this message"));
+                return Err(super::refused(p, "Only the sender can edit this message"));
             }
             changes.push(MessageChange::Content { content, edited_at: at });
         }
@@ -186,7 +186,7 @@ impl ChatService {
         let message =
             self.store.get_message(&c.id, &message_id).await?.ok_or(ServiceError::NotFound("Message not found"))?;
         if message.sender_id != p.user_id && !p.is_service() {
-            return Err(ServiceError::Forbidden("Only the sender can delete this message"));
+            return Err(super::refused(p, "Only the sender can delete this message"));
         }
         let at = now();
         if !self.store.soft_delete_message(&c.id, &message_id, at).await? {

@@ -26,6 +26,19 @@ use crate::auth::{Principal, PrincipalKind};
 use crate::domain::{parse_object_id, Conversation, ConversationFilter};
 use crate::store::{Scope, Store};
 
+/// What a principal is told when it may not do something. A widget is told that the
+/// conversation is not there, exactly as for one it cannot see (the contract's "not found,
+/// never forbidden"): it learns nothing about what exists or what others may do.
+fn refused(p: &Principal, reason: &'static str) -> ServiceError {
+    if p.widget_conversation().is_some() {
+        ServiceError::NotFound(CONVERSATION_NOT_FOUND)
+    } else {
+        ServiceError::Forbidden(reason)
+    }
+}
+
+const CONVERSATION_NOT_FOUND: &str = "Conversation not found";
+
 pub struct ChatService {
     store: Arc<dyn Store>,
     broadcaster: Arc<dyn Broadcaster>,
@@ -72,12 +85,12 @@ impl ChatService {
         let scope = self.scope(p)?;
         let id = parse_object_id("conversationId", id)?;
         if p.widget_conversation().is_some_and(|own| own != id) {
-            return Err(ServiceError::NotFound("Conversation not found"));
+            return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
         self.store
             .get_conversation(scope, &id)
             .await?
-            .ok_or(ServiceError::NotFound("Conversation not found"))
+            .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))
     }
 
     /// `presence:update` to the rooms where the user's status matters: the conversations they
