@@ -212,7 +212,12 @@ fn assemble<A: Adapter + DefinedAdapter>(
         presence: parts.presence,
         cluster: parts.cluster,
     };
-    let router = http::router(ctx).layer(socket_layer).layer(http::middleware::cors(config));
+    // Request heads are bounded outside the Socket.IO layer, so handshakes and polling
+    // requests are held to the same limits as REST.
+    let router = http::router(ctx)
+        .layer(socket_layer)
+        .layer(axum::middleware::from_fn(http::middleware::limit_request_head))
+        .layer(http::middleware::cors(config));
     ((router, service), ready)
 }
 

@@ -291,6 +291,11 @@ async fn http_layer_refusals_are_json_errors() {
     let (status, body) = send(many).await;
     assert_eq!((status, body), (431, json!({ "error": "Request header fields too large" })));
 
+    // Socket.IO handshakes and polling requests are held to the same head limits.
+    let long_handshake = format!("/socket.io/?EIO=4&transport=polling&pad={}", "x".repeat(8 * 1024));
+    let (status, body) = send(app.http.get(app.url(&long_handshake))).await;
+    assert_eq!((status, body), (414, json!({ "error": "URI too long" })));
+
     // Socket.IO's own answers are untouched.
     let res = app.http.get(app.url("/socket.io/?EIO=4&transport=bogus")).send().await.unwrap();
     assert_eq!(res.status(), 400);

@@ -26,11 +26,13 @@ pub fn sanitize_text(input: &str) -> String {
     CLEANER.clean(input).to_string()
 }
 
-/// `sanitize_text` on every string of a JSON value, at any depth; keys, numbers, booleans and
-/// nulls stay as they are.
+/// `sanitize_text` on every string of a JSON value that contains `<` or `>`, at any depth;
+/// other strings, keys, numbers, booleans and nulls stay as they are.
 pub fn sanitize_json_strings(value: Value) -> Value {
     match value {
-        Value::String(s) => Value::String(sanitize_text(&s)),
+        // Only strings that could hold a tag: sibling services keep reading URLs and other
+        // values with a bare `&` exactly as they were written.
+        Value::String(s) if s.contains(['<', '>']) => Value::String(sanitize_text(&s)),
         Value::Array(items) => Value::Array(items.into_iter().map(sanitize_json_strings).collect()),
         Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, sanitize_json_strings(v))).collect()),
         other => other,
@@ -63,6 +65,12 @@ mod tests {
         let v = serde_json::json!({ "a": "<script>x</script>ok", "b": [1, { "c": "<img src=x onerror=y()>" }], "d": true });
         let clean = sanitize_json_strings(v);
         assert_eq!(clean, serde_json::json!({ "a": "ok", "b": [1, { "c": "<img src=\"x\">" }], "d": true }));
+    }
+
+    #[test]
+    fn json_strings_without_markup_keep_their_ampersands() {
+        let v = serde_json::json!({ "source_url": "https://x.test/?a=1&b=2" });
+        assert_eq!(sanitize_json_strings(v.clone()), v);
     }
 
     #[test]

@@ -70,8 +70,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .nest("/api", api)
         .fallback(route_not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(middleware::limit_request_head));
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     middleware::with_security_headers(router).with_state(ctx)
 }
 
