@@ -2,7 +2,7 @@
 //! on one axum router, served on one port. With `REDIS_URL` the same pieces get their
 //! Redis-backed versions (cache, shared limits and presence, the cross-node adapter).
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::connections::ConnectionsPerAddress;
 use crate::http::{self, ApiContext};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
-use crate::realtime::{self, Realtime, SocketBroadcaster};
+use crate::realtime::{self, Realtime, SocketBroadcaster, SocketShutdown};
 use crate::service::ChatService;
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::cached::CachedStore;
@@ -51,6 +51,8 @@ pub struct App {
     pub connections: Arc<ConnectionsPerAddress>,
     /// `HTTP_HEADER_TIMEOUT_MS`: time to send a request head, and idle keep-alive lifetime.
     pub header_timeout: Duration,
+    /// Lets the sockets go on shutdown, after their accepted sends are answered.
+    pub sockets: SocketShutdown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +145,7 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         // authenticated or not, can make the server hold attachment data: a binary packet
         // closes the connection at once instead of being buffered until it completes.
         .with_parser(ParserConfig::common().max_incoming_binaries(0).max_incoming_binary_buf_size(0));
-    let (router, service) = match &cluster {
+    let Assembled { router, service, sockets } = match &cluster {
         None => assemble(builder, parts, config).0,
         Some(cluster) => {
             // Rooms span every node whose adapter shares the prefix.
@@ -160,6 +162,7 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         service,
         presence,
         demo_token,
+        sockets,
         connections: ConnectionsPerAddress::new(config.max_connections_per_ip),
         header_timeout: config.http_header_timeout,
     })
@@ -177,13 +180,20 @@ struct Parts {
     agent: Option<AgentClient>,
 }
 
-/// The service, Socket.IO handlers and REST routes on adapter `A`. Returns the router and
-/// the adapter's initialisation, which the caller awaits (or not) as the adapter requires.
+/// What `assemble` returns, whichever Socket.IO adapter it used.
+struct Assembled {
+    router: Router,
+    service: Arc<ChatService>,
+    sockets: SocketShutdown,
+}
+
+/// The service, Socket.IO handlers and REST routes on adapter `A`. Returns them with the
+/// adapter's initialisation, which the caller awaits (or not) as the adapter requires.
 fn assemble<A: Adapter + DefinedAdapter>(
     builder: SocketIoBuilder<A>,
     parts: Parts,
     config: &Config,
-) -> ((Router, Arc<ChatService>), A::InitRes) {
+) -> (Assembled, A::InitRes) {
     let broadcaster = Arc::new(SocketBroadcaster::<A>::default());
     let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events);
     if let Some(agent) = parts.agent {
@@ -200,9 +210,11 @@ fn assemble<A: Adapter + DefinedAdapter>(
         connections: AtomicUsize::new(0),
         pending_sends: Arc::default(),
         max_pending_sends: config.max_pending_sends,
+        closing: AtomicBool::new(false),
     });
-    let (socket_layer, io) = builder.with_state(realtime).build_layer();
+    let (socket_layer, io) = builder.with_state(realtime.clone()).build_layer();
     let ready = realtime::attach(&io);
+    let sockets = SocketShutdown::new(realtime, io.clone());
     broadcaster.attach(io);
 
     let ctx = ApiContext {
@@ -218,7 +230,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
         .layer(socket_layer)
         .layer(axum::middleware::from_fn(http::middleware::limit_request_head))
         .layer(http::middleware::cors(config));
-    ((router, service), ready)
+    (Assembled { router, service, sockets }, ready)
 }
 
 /// Where socketioxide serves Socket.IO (its default path).
@@ -262,10 +274,12 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
-/// How long shutdown waits for open connections (WebSockets never finish on their own).
+/// How long each shutdown step waits: accepted sends, closing sockets, HTTP requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets the
+/// sockets go once their accepted sends are answered (their clients reconnect elsewhere), and
+/// lets HTTP requests in flight finish, waiting at most `SHUTDOWN_GRACE` for each step.
 ///
 /// HTTP/1.1 only, on hyper directly rather than `axum::serve`: Socket.IO clients speak
 /// HTTP/1.1 (long-polling and the WebSocket upgrade), and skipping the HTTP/2 sniffing layer
@@ -338,6 +352,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    app.sockets.run(SHUTDOWN_GRACE).await;
     let _ = closing_tx.send(true);
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while std::sync::Arc::strong_count(&open) > 1 && tokio::time::Instant::now() < deadline {

@@ -9,6 +9,7 @@
 
 mod broadcaster;
 mod ordering;
+mod shutdown;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -24,6 +25,7 @@ use socketioxide::socket::Socket;
 use socketioxide::SocketIo;
 
 pub use broadcaster::SocketBroadcaster;
+pub use shutdown::SocketShutdown;
 
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
 use crate::domain::{id_from_value, optional_thread_id, MessageType, SendMessageInput, ValidMessage, ValidationError};
@@ -44,6 +46,8 @@ pub struct Realtime {
     /// `message:send`s queued or running across every socket, at most `max_pending_sends`.
     pub pending_sends: Arc<AtomicUsize>,
     pub max_pending_sends: usize,
+    /// Set when the node is stopping: new sends are refused, accepted ones finish.
+    pub closing: AtomicBool,
 }
 
 /// Per-socket state, kept in the socket's extensions.
@@ -323,11 +327,13 @@ fn on_send<A: Adapter>(
     let data = data.unwrap_or(Value::Null);
     // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
     let temp_id = temp_id_of(&data);
-    let turn = session.sends.turn(&rt.pending_sends, rt.max_pending_sends);
+    let stopping = rt.closing.load(Ordering::Acquire);
+    let turn = (!stopping).then(|| session.sends.turn(&rt.pending_sends, rt.max_pending_sends)).flatten();
     let checked = turn.is_some().then(|| checked_send(data));
     async move {
         let (Some(mut turn), Some(checked)) = (turn, checked) else {
-            return send_failed(&s, temp_id.as_deref(), &ServiceError::Busy, r);
+            let refusal = if stopping { ServiceError::Unavailable("node stopping".into()) } else { ServiceError::Busy };
+            return send_failed(&s, temp_id.as_deref(), &refusal, r);
         };
         turn.wait().await;
         Box::pin(send(s, rt, session, temp_id, checked, r)).await;

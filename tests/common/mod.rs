@@ -60,6 +60,19 @@ impl TestApp {
         next
     }
 
+    /// Stops the app with SIGTERM, waits for it to exit, and starts a new one on the same data
+    /// directory (and database). Returns the exit status and how long the exit took.
+    pub fn terminate_and_restart(mut self) -> (std::process::ExitStatus, std::time::Duration, TestApp) {
+        let started = std::time::Instant::now();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().expect("wait for chat-service");
+        let took = started.elapsed();
+        let temp = self._temp.take();
+        let mut next = start(&self.data_dir, &self.env);
+        next._temp = temp;
+        (status, took, next)
+    }
+
     /// Stops the app as an orchestrator would (SIGTERM) and waits for it to exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub struct SocketClient {
     acks: AckWaiters,
     next_ack: AtomicU64,
     reader: tokio::task::JoinHandle<()>,
+    /// Set once the connection is gone.
+    closed: Arc<AtomicBool>,
 }
 
 impl Drop for SocketClient {
@@ -93,42 +95,66 @@ impl SocketClient {
         let acks: AckWaiters = Arc::default();
         let ack_waiters = acks.clone();
         let pong = out.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader_closed = closed.clone();
         let reader = tokio::spawn(async move {
             let mut seq = 0;
-            loop {
-                tokio::select! {
-                    next = outgoing.recv() => match next {
-                        Some(text) => if sink.send(Ws::text(text)).await.is_err() { return },
-                        None => { let _ = sink.close().await; return }
-                    },
-                    next = next_text(&mut stream) => {
-                        let Some(text) = next else { return };
-                        if text == "2" {
-                            let _ = pong.send("3".into());
-                            continue;
-                        }
-                        match parse(&text) {
-                            Some(Packet::Event { name, data }) => {
-                                let _ = events.send(Event { seq, name, data });
+            let read = async {
+                loop {
+                    tokio::select! {
+                        next = outgoing.recv() => match next {
+                            Some(text) => if sink.send(Ws::text(text)).await.is_err() { return },
+                            None => { let _ = sink.close().await; return }
+                        },
+                        next = next_text(&mut stream) => {
+                            let Some(text) = next else { return };
+                            if text == "2" {
+                                let _ = pong.send("3".into());
+                                continue;
                             }
-                            Some(Packet::Ack { id, data }) => {
-                                if let Some(waiter) = ack_waiters.lock().unwrap().remove(&id) {
-                                    let _ = waiter.send(Ack { seq, data });
+                            match parse(&text) {
+                                Some(Packet::Event { name, data }) => {
+                                    let _ = events.send(Event { seq, name, data });
                                 }
+                                Some(Packet::Ack { id, data }) => {
+                                    if let Some(waiter) = ack_waiters.lock().unwrap().remove(&id) {
+                                        let _ = waiter.send(Ack { seq, data });
+                                    }
+                                }
+                                None => continue,
                             }
-                            None => continue,
+                            seq += 1;
                         }
-                        seq += 1;
                     }
                 }
-            }
+            };
+            read.await;
+            // Closed: nobody waits any more for an acknowledgement that cannot come. Flagged
+            // first, so a waiter registered after the clearing sees the flag instead.
+            reader_closed.store(true, Ordering::Release);
+            ack_waiters.lock().unwrap().clear();
         });
-        Ok(SocketClient { out, incoming, pending: Vec::new(), acks, next_ack: AtomicU64::new(0), reader })
+        Ok(SocketClient { out, incoming, pending: Vec::new(), acks, next_ack: AtomicU64::new(0), reader, closed })
     }
 
     /// Sends an event without asking for an acknowledgement.
     pub fn emit(&self, event: &str, data: Value) {
         let _ = self.out.send(format!("42{}", json!([event, data])));
+    }
+
+    /// Sends an event and waits for its acknowledgement: `None` if the connection closed
+    /// first; panics after the deadline.
+    pub async fn try_emit_ack(&self, event: &str, data: Value) -> Option<Ack> {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(id, tx);
+        if self.out.send(format!("42{id}{}", json!([event, data]))).is_err() || self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        tokio::time::timeout(DEADLINE, rx)
+            .await
+            .unwrap_or_else(|_| panic!("no acknowledgement of {event} within {DEADLINE:?}"))
+            .ok()
     }
 
     /// Sends an event and waits for its acknowledgement; panics after the deadline.
