@@ -29,12 +29,12 @@ pub async fn list(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     if let Some(after) = q.after.as_deref() {
-        let (after, limit) = ctx
+        let (newer, limit) = ctx
             .service
             .list_messages_after(&p, &id, after, q.thread_id.as_deref(), q.limit.as_deref(), q.offset.as_deref())
             .await?;
         return Ok(Json(json!({
-            "messages": after.messages, "total": after.total, "limit": limit, "offset": 0, "hasMore": after.has_more
+            "messages": newer.messages, "total": newer.total, "limit": limit, "offset": 0, "hasMore": newer.has_more
         })));
     }
     let (page, limit, offset) =

@@ -172,8 +172,8 @@ impl ChatService {
         Ok((self.messages_after(&c.id, Some(&scope), &after, limit).await?, limit))
     }
 
-    /// What a socket that joins with the last message it has missed since then: every
-    /// thread, as the room delivers them, at most `MAX_MESSAGE_LIMIT`.
+    /// The messages after `last_message_id`, the newest a joining socket has: every thread,
+    /// as the room delivers them, at most `MAX_MESSAGE_LIMIT`.
     pub async fn missed_messages(&self, c: &Conversation, last_message_id: &str) -> ServiceResult<MessagesAfter> {
         let after = parse_object_id("lastMessageId", last_message_id)?;
         self.messages_after(&c.id, None, &after, MAX_MESSAGE_LIMIT).await
