@@ -169,6 +169,7 @@ async fn edit_react_read_and_delete() {
     assert_eq!(status, 400);
 }
 
+<<<<<<< HEAD
 /// Attachments a client sends, as REST and `message:send` both take them: one with markup in
 /// its URL and name, one whose type is markup, one of the category form the deployed
 /// clients send, one `javascript:` link.
@@ -249,4 +250,92 @@ async fn attachments_and_metadata_are_cleaned_before_storing_and_broadcasting() 
     assert_eq!(body["message"]["metadata"], cleaned);
     let event = listener.wait_for("message:new", |e| e["message"]["content"] == "from a service").await;
     assert_eq!(event.data["message"]["metadata"], cleaned);
+=======
+fn contents_of(body: &serde_json::Value) -> Vec<&str> {
+    body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn messages_after_a_given_one() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+    let (_, t) = app.post(&alice, &format!("/api/conversations/{id}/threads"), json!({ "title": "Side" })).await;
+    let tid = t["thread"]["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for i in 1..=7 {
+        ids.push(app.message(&alice, &id, &format!("m{i}")).await["id"].as_str().unwrap().to_string());
+        if i == 3 {
+            let (status, _) = app.post(&alice, &format!("/api/conversations/{id}/messages"), json!({ "content": "in thread", "threadId": tid })).await;
+            assert_eq!(status, 201);
+        }
+    }
+    let path = |query: &str| format!("/api/conversations/{id}/messages?{query}");
+
+    let (status, body) = app.get(&alice, &path(&format!("after={}&limit=3", ids[1]))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(contents_of(&body), ["m3", "m4", "m5"], "oldest first, main thread only");
+    assert_eq!((body["total"].as_u64(), body["limit"].as_u64(), body["offset"].as_u64()), (Some(5), Some(3), Some(0)));
+    assert_eq!(body["hasMore"], true);
+    let (_, body) = app.get(&alice, &path(&format!("after={}&limit=3", ids[4]))).await;
+    assert_eq!(contents_of(&body), ["m6", "m7"]);
+    assert_eq!((body["total"].as_u64(), body["hasMore"].as_bool()), (Some(2), Some(false)));
+    let (_, body) = app.get(&alice, &path(&format!("after={}", ids[6]))).await;
+    assert_eq!((body["messages"].clone(), body["hasMore"].clone(), body["limit"].clone()), (json!([]), json!(false), json!(50)));
+    let (_, body) = app.get(&alice, &path(&format!("after={}&thread_id={tid}", ids[0]))).await;
+    assert_eq!(contents_of(&body), ["in thread"], "thread_id as in the listing; the anchor may be in another thread");
+    let (_, body) = app.get(&alice, &path(&format!("after={}&limit=500", ids[0]))).await;
+    assert_eq!(body["limit"], 100);
+
+    // Deleted messages never appear; a deleted message still works as the anchor.
+    let (status, _) = app.delete(&alice, &format!("/api/conversations/{id}/messages/{}", ids[5])).await;
+    assert_eq!(status, 200);
+    let (_, body) = app.get(&alice, &path(&format!("after={}", ids[4]))).await;
+    assert_eq!(contents_of(&body), ["m7"]);
+    let (status, body) = app.get(&alice, &path(&format!("after={}", ids[5]))).await;
+    assert_eq!((status, contents_of(&body)), (200, vec!["m7"]));
+
+    // Not a message of this conversation: 404, as for any id that names nothing here.
+    let other = app.conversation(&alice).await;
+    let foreign = app.message(&alice, &other, "elsewhere").await["id"].as_str().unwrap().to_string();
+    for after in [foreign.as_str(), "aaaaaaaaaaaaaaaaaaaaaaaa"] {
+        let (status, body) = app.get(&alice, &path(&format!("after={after}"))).await;
+        assert_eq!((status, body), (404, json!({ "error": "Message not found" })));
+    }
+    let (status, body) = app.get(&user("mallory", "globex"), &path(&format!("after={}", ids[0]))).await;
+    assert_eq!((status, body), (404, json!({ "error": "Conversation not found" })));
+    for bad in ["after=nope", "after=%7B%22%24gt%22%3A%22%22%7D", "offset=2&after=aaaaaaaaaaaaaaaaaaaaaaaa"] {
+        let (status, body) = app.get(&alice, &path(bad)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn catching_up_page_by_page_skips_and_repeats_nothing() {
+    let app = spawn_app(&[]);
+    let alice = user("alice", "acme");
+    let id = app.conversation(&alice).await;
+    let first = app.message(&alice, &id, "first").await["id"].as_str().unwrap().to_string();
+    // Concurrent posts: many share a millisecond.
+    let post_path = format!("/api/conversations/{id}/messages");
+    let posts = (0..60).map(|i| app.post(&alice, &post_path, json!({ "content": format!("c{i}") })));
+    for (status, body) in futures_util::future::join_all(posts).await {
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, listed) = app.get(&alice, &format!("/api/conversations/{id}/messages?limit=100")).await;
+    let listed: Vec<String> = listed["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(listed.len(), 61);
+
+    let mut walked = vec![first];
+    loop {
+        let (status, body) =
+            app.get(&alice, &format!("/api/conversations/{id}/messages?after={}&limit=7", walked.last().unwrap())).await;
+        assert_eq!(status, 200, "{body}");
+        walked.extend(body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()));
+        if body["hasMore"] == false {
+            break;
+        }
+    }
+    assert_eq!(walked, listed, "pages after the last id received add up to the listing");
+>>>>>>> catchup
 }

@@ -1,6 +1,8 @@
 //! What one socket sends arrives as it was sent: stored, broadcast and acknowledged in the
 //! order of emission, and a send beyond the socket's queue is refused at once as busy rather
-//! than queued. Runs on SQLite, and on MongoDB with `CHAT_TEST_STORE=mongo`.
+//! than queued. A member that was away (or was disconnected for not keeping up) gets what it
+//! missed by joining with the last message it has. Runs on SQLite, and on MongoDB with
+//! `CHAT_TEST_STORE=mongo`.
 
 mod common;
 
@@ -115,6 +117,8 @@ async fn a_member_that_stops_reading_is_disconnected_never_left_with_a_gap() {
     let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000"), ("SOCKET_BUFFER_SIZE", "64"), ("LEGACY_EVENTS", "false")]);
     let token = user("talker", COMPANY);
     let conversation = app.conversation(&token).await;
+    // The last message the stalled member has before it joins.
+    let before = app.message(&token, &conversation, "before").await["id"].as_str().unwrap().to_string();
 
     // The stalled member speaks raw Engine.IO so that it can stop reading at the TCP level.
     let url = format!("{}/socket.io/?EIO=4&transport=websocket", app.base_url.replacen("http", "ws", 1));
@@ -157,6 +161,19 @@ async fn a_member_that_stops_reading_is_disconnected_never_left_with_a_gap() {
     assert_eq!(received[..], acked[..received.len()], "the stalled member's stream has a gap");
     assert!(closed || received.len() == acked.len());
     assert!(closed, "with a 64-packet buffer, 3000 messages to a member that does not read must overflow it");
+
+    // Back, it catches up from the last message it received: the rest, once each, in order.
+    let mut back = SocketClient::connect(&app.base_url, &user("stalled", COMPANY)).await.expect("connect");
+    let mut last = received.last().cloned().unwrap_or(before);
+    loop {
+        let ack = rejoin(&mut back, &conversation, &last).await;
+        received.extend(ids(&ack["missed"]));
+        if ack["hasMore"] == false {
+            break;
+        }
+        last = received.last().unwrap().clone();
+    }
+    assert_eq!(received, acked, "received live, then caught up");
 
     // The sender never noticed.
     let ack = sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": "after" })).await;
@@ -266,4 +283,99 @@ async fn overload_is_refused_early_and_what_is_accepted_is_delivered() {
     }
     let (status, _) = app.get(&user("x", COMPANY), "/health").await;
     assert_eq!(status, 200);
+}
+
+/// Joins with the last message the client has and takes the `conversation:joined` event;
+/// returns the acknowledgement.
+async fn rejoin(client: &mut SocketClient, conversation: &str, last_message_id: &str) -> Value {
+    let ack = client
+        .emit_ack("conversation:join", json!({ "conversationId": conversation, "lastMessageId": last_message_id }))
+        .await;
+    assert_eq!(ack.data["ok"], true, "{}", ack.data);
+    client.wait_for("conversation:joined", |d| d["id"] == conversation).await;
+    ack.data
+}
+
+fn ids(messages: &Value) -> Vec<String> {
+    messages.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_member_that_was_away_gets_what_it_missed_when_it_joins_again() {
+    let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000")]);
+    let token = user("talker", COMPANY);
+    let conversation = app.conversation(&token).await;
+    let sender = SocketClient::connect(&app.base_url, &token).await.expect("connect");
+    let send = |content: String| sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": content }));
+
+    let away = user("away", COMPANY);
+    let mut member = SocketClient::connect(&app.base_url, &away).await.expect("connect");
+    member.join(&conversation).await;
+    let seen = send("seen".into()).await.data["message"]["id"].as_str().unwrap().to_string();
+    member.wait_for("message:new", |d| d["message"]["id"] == seen.as_str()).await;
+    member.close();
+
+    // 130 messages while away, one of them in a thread: more than one acknowledgement holds.
+    let (_, t) = app.post(&token, &format!("/api/conversations/{conversation}/threads"), json!({ "title": "Side" })).await;
+    let thread_id = t["thread"]["id"].as_str().unwrap();
+    let mut sent = Vec::new();
+    for ack in join_all((0..130).map(|i| send(format!("missed {i:03}")))).await {
+        assert_eq!(ack.data["ok"], true, "{}", ack.data);
+        sent.push(ack.data["message"]["id"].as_str().unwrap().to_string());
+    }
+    let ack = sender
+        .emit_ack("message:send", json!({ "conversationId": conversation, "content": "in a thread", "threadId": thread_id }))
+        .await;
+    sent.push(ack.data["message"]["id"].as_str().unwrap().to_string());
+
+    let mut member = SocketClient::connect(&app.base_url, &away).await.expect("connect");
+    let first = rejoin(&mut member, &conversation, &seen).await;
+    assert_eq!(first["conversation"]["id"], conversation.as_str());
+    assert_eq!((first["missed"].as_array().unwrap().len(), first["hasMore"].as_bool()), (100, Some(true)));
+    let last = first["missed"][99]["id"].as_str().unwrap().to_string();
+    // Joining again is how the rest is asked for; the socket is already in the room.
+    let rest = rejoin(&mut member, &conversation, &last).await;
+    assert_eq!(rest["hasMore"], false);
+    let caught_up: Vec<String> = ids(&first["missed"]).into_iter().chain(ids(&rest["missed"])).collect();
+    assert_eq!(caught_up, sent, "every missed message once, in order, every thread");
+
+    // And it is a member again: the next message arrives as an event.
+    let next = send("live again".into()).await.data["message"]["id"].as_str().unwrap().to_string();
+    member.wait_for("message:new", |d| d["message"]["id"] == next.as_str()).await;
+
+    // Without lastMessageId the acknowledgement is as before.
+    let plain = member.emit_ack("conversation:join", json!(conversation)).await;
+    assert_eq!(plain.data["ok"], true);
+    assert!(plain.data.get("missed").is_none() && plain.data.get("hasMore").is_none(), "{}", plain.data);
+}
+
+#[tokio::test]
+async fn a_join_with_an_unusable_last_message_is_refused_and_does_not_happen() {
+    let app = spawn_app(&[]);
+    let token = user("owner", COMPANY);
+    let conversation = app.conversation(&token).await;
+    let elsewhere = app.conversation(&token).await;
+    let foreign = app.message(&token, &elsewhere, "elsewhere").await["id"].as_str().unwrap().to_string();
+    let mut member = SocketClient::connect(&app.base_url, &user("member", COMPANY)).await.expect("connect");
+    let mut watcher = SocketClient::connect(&app.base_url, &token).await.expect("connect");
+    watcher.join(&conversation).await;
+
+    for (last, error) in [
+        (json!("aaaaaaaaaaaaaaaaaaaaaaaa"), "Message not found"),
+        (json!(foreign), "Message not found"),
+        (json!("not-an-id"), "Invalid id"),
+        (json!({ "$gt": "" }), "Invalid id"),
+    ] {
+        let ack = member.emit_ack("conversation:join", json!({ "conversationId": conversation, "lastMessageId": last })).await;
+        assert_eq!((&ack.data["ok"], &ack.data["error"]), (&json!(false), &json!(error)), "{last}: {}", ack.data);
+    }
+    // Not in the room: a message there does not reach it, while one in a room it did join does.
+    let unseen = app.message(&token, &conversation, "not for the refused").await["id"].as_str().unwrap().to_string();
+    member.join(&elsewhere).await;
+    let seen = app.message(&token, &elsewhere, "for the member").await["id"].as_str().unwrap().to_string();
+    member.wait_for("message:new", |d| d["message"]["id"] == seen.as_str()).await;
+    assert_eq!(member.count_received("message:new", |d| d["message"]["id"] == unseen.as_str()), 0);
+    assert_eq!(member.count_received("conversation:joined", |d| d["id"] == conversation.as_str()), 0);
+    // Nobody was told it joined.
+    assert_eq!(watcher.count_received("user:joined", |d| d["userId"] == "member"), 0);
 }

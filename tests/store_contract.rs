@@ -63,6 +63,8 @@ contract!(
     participants_are_a_set,
     threads_and_concurrent_counts,
     message_pages_and_threads,
+    messages_after_continue_the_listing_order,
+    messages_after_an_anchor_that_is_gone_or_foreign,
     message_changes,
     concurrent_reactions_all_survive,
     soft_delete_hides_but_keeps,
@@ -385,6 +387,83 @@ async fn message_pages_and_threads(store: Arc<dyn Store>) {
     assert_eq!(got, a);
     let other = conversation("acme", 1);
     assert_eq!(store.get_message(&other.id, &a.id).await.unwrap(), None, "a message belongs to its conversation");
+}
+
+async fn messages_after_continue_the_listing_order(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    store.insert_conversation(&c).await.unwrap();
+    let t = thread("T");
+    store.add_thread(Scope::AnyCompany, &c.id, &t).await.unwrap();
+    let m0 = message(&c.id, None, "m0", 0);
+    store.insert_message(&m0).await.unwrap();
+    store.insert_message(&message(&c.id, None, "m1", 10)).await.unwrap();
+    store.insert_message(&message(&c.id, Some(&t.id), "t1", 15)).await.unwrap();
+    // Five in the same millisecond, stored out of id order: the id decides among them.
+    let same: Vec<Message> = (0..5).map(|i| message(&c.id, None, &format!("same-{i}"), 20)).collect();
+    for i in [3, 0, 4, 1, 2] {
+        store.insert_message(&same[i]).await.unwrap();
+    }
+    store.insert_message(&message(&c.id, Some(&t.id), "t2", 25)).await.unwrap();
+    store.insert_message(&message(&c.id, None, "m2", 30)).await.unwrap();
+
+    let everything = store.messages_after(&c.id, None, &m0.id, 100).await.unwrap().unwrap();
+    assert_eq!(
+        contents(&everything.items),
+        ["m1", "t1", "same-0", "same-1", "same-2", "same-3", "same-4", "t2", "m2"],
+        "every thread, oldest first"
+    );
+    assert_eq!(everything.total, 9);
+
+    // Page by page from the oldest main-thread message, always asking after the last one
+    // received: the same sequence as the listing, nothing skipped or repeated.
+    let listed = store.list_messages(&c.id, &ThreadScope::Main, 100, 0).await.unwrap();
+    let mut walked = vec![listed.items[0].clone()];
+    loop {
+        let last = &walked.last().unwrap().id;
+        let page = store.messages_after(&c.id, Some(&ThreadScope::Main), last, 2).await.unwrap().unwrap();
+        assert!(page.items.len() <= 2);
+        assert_eq!(page.total as usize, listed.items.len() - walked.len(), "total counts what is left");
+        if page.items.is_empty() {
+            break;
+        }
+        walked.extend(page.items);
+    }
+    assert_eq!(walked, listed.items, "catching up by pages yields the listing");
+
+    // Inside the run of equal timestamps.
+    let page = store.messages_after(&c.id, Some(&ThreadScope::Main), &same[1].id, 2).await.unwrap().unwrap();
+    assert_eq!((contents(&page.items), page.total), (vec!["same-2", "same-3"], 4));
+
+    // A thread's messages after a main-thread anchor: the anchor is a position in the conversation.
+    let in_thread = store.messages_after(&c.id, Some(&ThreadScope::Thread(t.id.clone())), &same[0].id, 50).await.unwrap().unwrap();
+    assert_eq!((contents(&in_thread.items), in_thread.total), (vec!["t2"], 1));
+
+    let newest = walked.last().unwrap();
+    let none = store.messages_after(&c.id, None, &newest.id, 50).await.unwrap().unwrap();
+    assert_eq!((none.items.len(), none.total), (0, 0), "nothing after the newest");
+}
+
+async fn messages_after_an_anchor_that_is_gone_or_foreign(store: Arc<dyn Store>) {
+    let c = conversation("acme", 0);
+    let other = conversation("acme", 1);
+    store.insert_conversation(&c).await.unwrap();
+    store.insert_conversation(&other).await.unwrap();
+    let seen = message(&c.id, None, "seen, then deleted", 0);
+    let hidden = message(&c.id, None, "deleted", 10);
+    let kept = message(&c.id, None, "kept", 20);
+    for m in [&seen, &hidden, &kept] {
+        store.insert_message(m).await.unwrap();
+    }
+    let elsewhere = message(&other.id, None, "elsewhere", 5);
+    store.insert_message(&elsewhere).await.unwrap();
+    store.soft_delete_message(&c.id, &seen.id, at(30)).await.unwrap();
+    store.soft_delete_message(&c.id, &hidden.id, at(31)).await.unwrap();
+
+    let page = store.messages_after(&c.id, None, &seen.id, 50).await.unwrap().expect("a deleted anchor still anchors");
+    assert_eq!((contents(&page.items), page.total), (vec!["kept"], 1), "deleted messages never appear");
+    assert!(store.messages_after(&c.id, None, &new_object_id(), 50).await.unwrap().is_none(), "unknown anchor");
+    assert!(store.messages_after(&c.id, None, &elsewhere.id, 50).await.unwrap().is_none(), "another conversation's message");
+    assert!(store.messages_after(&other.id, None, &kept.id, 50).await.unwrap().is_none());
 }
 
 async fn message_changes(store: Arc<dyn Store>) {

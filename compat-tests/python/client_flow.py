@@ -3,9 +3,12 @@
 Run by test/python-client.test.js. Two python clients (one over websocket, one over HTTP
 long-polling) join a conversation, exchange a message, typing and a thread switch with each
 other, check a refused payload and a refused handshake, and trade one message with the node
-test's own socket.io-client. Prints one JSON object per line on stdout:
-    {"step": "sent", "messageId": ...}   after the python message went out
-    {"step": "done", ...}                 the observations, at the end
+test's own socket.io-client. The websocket client then goes away, misses messages from node
+and python, and catches up by joining again with the last message it has. Prints one JSON
+object per line on stdout:
+    {"step": "sent", "messageId": ...}        after the python message went out
+    {"step": "away", "lastMessageId": ...}    the websocket client is gone: send it messages
+    {"step": "done", ...}                     the observations, at the end
 Exits non-zero with a message on stderr when anything does not happen in time.
 """
 
@@ -125,6 +128,35 @@ def main():
     ack = b.call("message:send", {"conversationId": conv, "content": "still connected"}, timeout=TIMEOUT_S)
     check(ack.get("ok") is True and b.connected, f"send after refusal: {ack}")
 
+    # Catching up without connection state recovery (python-socketio has none): the websocket
+    # client goes away, messages from node and python are sent meanwhile, and it comes back
+    # asking for what came after the last message it has.
+    last_seen = rec_a.wait_for("message:new", lambda d: d["message"]["id"] == ack["message"]["id"])["message"]["id"]
+    a.disconnect()
+    emit_line({"step": "away", "lastMessageId": last_seen})
+    from_node = [
+        rec_b.wait_for("message:new", lambda d, i=i: d["message"]["content"] == f"missed from node {i}")["message"]
+        for i in (1, 2, 3)
+    ]
+    from_python = []
+    for i in (1, 2):
+        sent = b.call("message:send", {"conversationId": conv, "content": f"missed from python {i}"}, timeout=TIMEOUT_S)
+        check(sent.get("ok") is True, f"send while a is away: {sent}")
+        from_python.append(sent["message"])
+    expected = [m["id"] for m in from_node + from_python]
+    a, rec_a = connect(args.url, args.token_a, ["websocket"])
+    back = a.call("conversation:join", {"conversationId": conv, "lastMessageId": last_seen}, timeout=TIMEOUT_S)
+    check(back.get("ok") is True, f"join with lastMessageId: {back}")
+    rec_a.wait_for("conversation:joined", lambda d: d["id"] == conv)
+    missed = back.get("missed") or []
+    check([m["id"] for m in missed] == expected, f"missed {[m.get('content') for m in missed]}, expected {expected}")
+    check(back.get("hasMore") is False, f"hasMore {back.get('hasMore')}")
+    # Once: a live message comes after them, and none of them arrives a second time.
+    after = b.call("message:send", {"conversationId": conv, "content": "after catching up"}, timeout=TIMEOUT_S)
+    rec_a.wait_for("message:new", lambda d: d["message"]["id"] == after["message"]["id"])
+    twice = [d["message"]["id"] for n, d in rec_a.kept if n in ("message", "message:new") and (d.get("message") or d)["id"] in expected]
+    check(not twice, f"missed messages also arrived as events: {twice}")
+
     # A refused handshake surfaces as connect_error with the contract's message.
     refused = socketio.Client(reconnection=False)
     reasons = []
@@ -150,6 +182,7 @@ def main():
             "reply": reply["message"],
             "refusal": reasons[0] if reasons else None,
             "userLeft": left,
+            "catchUp": {"missed": missed, "hasMore": back.get("hasMore")},
         }
     )
 

@@ -1,7 +1,8 @@
 'use strict';
 // A second, independent client stack: python-socketio's client (python/client_flow.py), to
 // show the server speaks the protocol rather than one library's habits. The python clients
-// and this file's socket.io-client share a room and talk to each other.
+// and this file's socket.io-client share a room and talk to each other; one python client
+// leaves, misses messages and catches up through `conversation:join` with `lastMessageId`.
 //
 // Interpreter: $COMPAT_PYTHON, else compat-tests/.venv/bin/python when it exists, else python3
 // (which then needs python/requirements.txt installed).
@@ -71,6 +72,7 @@ test('python-socketio clients (websocket and polling) interoperate with socket.i
   const conv = await ctx.createConversation(nodeToken);
   const node = await ctx.joined(conv.id, { token: nodeToken });
 
+  const sentWhileAway = [];
   const lines = await runPython(
     [
       '--url', ctx.url,
@@ -79,6 +81,15 @@ test('python-socketio clients (websocket and polling) interoperate with socket.i
       '--conversation', conv.id,
     ],
     async (line) => {
+      if (line.step === 'away') {
+        // Sent while the websocket client is gone; it must get them when it joins again.
+        for (let i = 1; i <= 3; i++) {
+          const ack = await emitAck(node, 'message:send', { conversationId: conv.id, content: `missed from node ${i}` });
+          assert.equal(ack.ok, true);
+          sentWhileAway.push(ack.message.id);
+        }
+        return;
+      }
       if (line.step !== 'sent') return;
       // The node client sees the python message, then answers it.
       const fresh = await node.rec.waitFor('message:new', (e) => e.message.id === line.messageId);
@@ -100,6 +111,13 @@ test('python-socketio clients (websocket and polling) interoperate with socket.i
   assert.equal(done.reply._id, done.reply.id);
   assert.deepEqual(done.refusal, { message: 'Invalid or expired token' });
   assert.deepEqual(done.userLeft, { conversationId: conv.id, userId: 'py-polling' });
+  // Caught up through conversation:join with lastMessageId: every missed message, once, in order.
+  assert.deepEqual(
+    done.catchUp.missed.map((m) => m.content),
+    ['missed from node 1', 'missed from node 2', 'missed from node 3', 'missed from python 1', 'missed from python 2'],
+  );
+  assert.deepEqual(done.catchUp.missed.slice(0, 3).map((m) => m.id), sentWhileAway);
+  assert.equal(done.catchUp.hasMore, false);
 
   // The node side saw the python clients come and go, and the thread they created.
   await node.rec.waitFor('user:joined', (j) => j.userId === 'py-ws');

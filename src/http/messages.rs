@@ -1,4 +1,5 @@
-//! /api/conversations/:id/messages: list, post, edit, delete.
+//! /api/conversations/:id/messages: list (the newest page, or what came after a message), post,
+//! edit, delete.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,6 +18,8 @@ pub struct PageQuery {
     pub limit: Option<String>,
     pub offset: Option<String>,
     pub thread_id: Option<String>,
+    /// A message id: list what came after it instead of the newest page.
+    pub after: Option<String>,
 }
 
 pub async fn list(
@@ -25,6 +28,15 @@ pub async fn list(
     PathParams(id): PathParams<String>,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(after) = q.after.as_deref() {
+        let (newer, limit) = ctx
+            .service
+            .list_messages_after(&p, &id, after, q.thread_id.as_deref(), q.limit.as_deref(), q.offset.as_deref())
+            .await?;
+        return Ok(Json(json!({
+            "messages": newer.messages, "total": newer.total, "limit": limit, "offset": 0, "hasMore": newer.has_more
+        })));
+    }
     let (page, limit, offset) =
         ctx.service.list_messages(&p, &id, q.thread_id.as_deref(), q.limit.as_deref(), q.offset.as_deref()).await?;
     Ok(Json(json!({ "messages": page.items, "total": page.total, "limit": limit, "offset": offset })))

@@ -263,11 +263,50 @@ fn conversation_id_of<E>(payload: &Result<Value, E>) -> Result<String, ServiceEr
     }
 }
 
+/// The `lastMessageId` of a `{ conversationId, lastMessageId }` join: the newest message the
+/// client already has, when it asks for what it missed since.
+fn last_message_id_of<E>(payload: &Result<Value, E>) -> Result<Option<String>, ServiceError> {
+    match payload.as_ref().ok().and_then(|v| v.get("lastMessageId")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid("Invalid id", "lastMessageId", "must be a string")),
+    }
+}
+
 async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
     let p = &session.principal;
-    let c = match async { rt.service.conversation_for(p, &conversation_id_of(&data)?).await }.await {
-        Ok(c) => c,
+    let looked_up = async {
+        let last_message_id = last_message_id_of(&data)?;
+        let c = rt.service.conversation_for(p, &conversation_id_of(&data)?).await?;
+        Ok::<_, ServiceError>((c, last_message_id))
+    };
+    let (c, last_message_id) = match looked_up.await {
+        Ok(found) => found,
         Err(e) => return r.error(&e),
+    };
+    let missed = match last_message_id {
+        None => None,
+        Some(last) => {
+            // In the room before reading: a message stored meanwhile is then in `missed`, or
+            // arrives as an event, or both, but never neither.
+            {
+                let state = session.state();
+                if state.closed {
+                    return;
+                }
+                s.join(room(&c.id));
+            }
+            match rt.service.missed_messages(&c, &last).await {
+                Ok(missed) => Some(missed),
+                Err(e) => {
+                    // Refused: out of the room again, unless an earlier join had put it there.
+                    if !session.state().rooms.contains(&c.id) {
+                        s.leave(room(&c.id));
+                    }
+                    return r.error(&e);
+                }
+            }
+        }
     };
     let registered = {
         let mut state = session.state();
@@ -288,7 +327,10 @@ async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
         let _ = s.to(room(&c.id)).emit(events::USER_JOINED, &payload).await;
     }
     let _ = s.emit(events::CONVERSATION_JOINED, &ConversationJoined::of(&c));
-    r.ok(&json!({ "ok": true, "conversation": c }));
+    match missed {
+        None => r.ok(&json!({ "ok": true, "conversation": c })),
+        Some(m) => r.ok(&json!({ "ok": true, "conversation": c, "missed": m.messages, "hasMore": m.has_more })),
+    }
 }
 
 async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {

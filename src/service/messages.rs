@@ -51,6 +51,16 @@ impl MessagePatch {
     }
 }
 
+/// A catch-up read: what a client that has a message has not seen since, oldest first.
+#[derive(Debug)]
+pub struct MessagesAfter {
+    pub messages: Vec<Message>,
+    /// How many there are after the anchor, returned or not.
+    pub total: u64,
+    /// More follow the last one returned: ask again after it.
+    pub has_more: bool,
+}
+
 /// Who a message is from, as stored.
 pub(super) struct Sender {
     pub sender_type: SenderType,
@@ -136,12 +146,50 @@ impl ChatService {
     ) -> ServiceResult<(Page<Message>, u32, u64)> {
         let c = self.conversation_for(p, conversation_id).await?;
         let (limit, offset) = super::conversations::page_params(limit, offset, DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT)?;
-        let scope = match thread_id.map(str::trim).filter(|t| !t.is_empty() && *t != "null") {
-            None => ThreadScope::Main,
-            Some(t) => ThreadScope::Thread(crate::domain::parse_thread_id("thread_id", t)?),
-        };
+        let scope = thread_scope(thread_id)?;
         let page = self.store.list_messages(&c.id, &scope, limit, offset).await?;
         Ok((page, limit, offset))
+    }
+
+    /// The messages of a thread (or the main thread) after `after`, oldest first: how a
+    /// client catches up from the last message it has, asking again while `has_more`.
+    pub async fn list_messages_after(
+        &self,
+        p: &Principal,
+        conversation_id: &str,
+        after: &str,
+        thread_id: Option<&str>,
+        limit: Option<&str>,
+        offset: Option<&str>,
+    ) -> ServiceResult<(MessagesAfter, u32)> {
+        let c = self.conversation_for(p, conversation_id).await?;
+        let (limit, offset) = super::conversations::page_params(limit, offset, DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT)?;
+        if offset != 0 {
+            return Err(ValidationError::field("Validation failed", "offset", "cannot be combined with after; ask after the last message instead").into());
+        }
+        let after = parse_object_id("after", after)?;
+        let scope = thread_scope(thread_id)?;
+        Ok((self.messages_after(&c.id, Some(&scope), &after, limit).await?, limit))
+    }
+
+    /// The messages after `last_message_id`, the newest a joining socket has: every thread,
+    /// as the room delivers them, at most `MAX_MESSAGE_LIMIT`.
+    pub async fn missed_messages(&self, c: &Conversation, last_message_id: &str) -> ServiceResult<MessagesAfter> {
+        let after = parse_object_id("lastMessageId", last_message_id)?;
+        self.messages_after(&c.id, None, &after, MAX_MESSAGE_LIMIT).await
+    }
+
+    async fn messages_after(&self, conversation_id: &str, scope: Option<&ThreadScope>, after: &str, limit: u32) -> ServiceResult<MessagesAfter> {
+        // One more than asked for tells, within the same read, whether more follow.
+        let page = self
+            .store
+            .messages_after(conversation_id, scope, after, limit + 1)
+            .await?
+            .ok_or(ServiceError::NotFound("Message not found"))?;
+        let mut messages = page.items;
+        let has_more = messages.len() > limit as usize;
+        messages.truncate(limit as usize);
+        Ok(MessagesAfter { messages, total: page.total, has_more })
     }
 
     pub async fn edit_message(&self, p: &Principal, conversation_id: &str, message_id: &str, patch: MessagePatch) -> ServiceResult<Message> {
@@ -200,6 +248,14 @@ impl ChatService {
         });
         self.emit(&c.id, events::MESSAGE_DELETED, &payload).await;
         Ok(())
+    }
+}
+
+/// `thread_id` of a listing: absent, empty or `null` is the main thread.
+fn thread_scope(thread_id: Option<&str>) -> Result<ThreadScope, ValidationError> {
+    match thread_id.map(str::trim).filter(|t| !t.is_empty() && *t != "null") {
+        None => Ok(ThreadScope::Main),
+        Some(t) => Ok(ThreadScope::Thread(crate::domain::parse_thread_id("thread_id", t)?)),
     }
 }
 

@@ -214,6 +214,19 @@ impl Store for CachedStore {
         Ok(page)
     }
 
+    /// Not cached. Each client asks from its own last message, so entries would seldom be
+    /// read twice, and a catch-up must also see messages other services wrote straight into
+    /// MongoDB, which no generation bump announces.
+    async fn messages_after(
+        &self,
+        conversation_id: &str,
+        thread: Option<&ThreadScope>,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Option<Page<Message>>> {
+        self.inner.messages_after(conversation_id, thread, after, limit).await
+    }
+
     async fn recent_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<Message>> {
         self.inner.recent_messages(conversation_id, limit).await
     }

@@ -105,6 +105,19 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         offset: u64,
     ) -> StoreResult<Page<Message>>;
+    /// Catch-up: the messages that come after message `after` in listing order (`created_at`,
+    /// then id), oldest first, at most `limit`; `total` counts every one after it. `thread`
+    /// narrows them like `list_messages`; `None` takes every thread, as a member of the room
+    /// receives them. The anchor may be any message of the conversation, also a deleted one (a
+    /// client may have seen it before it went); `None` when the conversation has no such
+    /// message. Deleted messages are never returned.
+    async fn messages_after(
+        &self,
+        conversation_id: &str,
+        thread: Option<&ThreadScope>,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Option<Page<Message>>>;
     /// The newest `limit` messages of a conversation (any thread), oldest first.
     async fn recent_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<Message>>;
     async fn count_messages(&self, conversation_id: &str) -> StoreResult<u64>;

@@ -389,6 +389,42 @@ impl Store for MongoStore {
         Ok(Page { items, total })
     }
 
+    async fn messages_after(
+        &self,
+        conversation_id: &str,
+        thread: Option<&ThreadScope>,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Option<Page<Message>>> {
+        let after = object_id(after)?;
+        // Deleted or not: a client may have seen the anchor before it was deleted.
+        let anchor = self
+            .messages
+            .find_one(doc! { "_id": after, "conversation_id": id_either(conversation_id) })
+            .projection(doc! { "created_at": 1 })
+            .await
+            .map_err(map_err)?;
+        let Some(anchor) = anchor else { return Ok(None) };
+        // The stored value itself, so the comparison is the one the listing's sort makes.
+        let anchor_at = anchor.get("created_at").cloned().unwrap_or(Bson::Null);
+        let mut filter = doc! {
+            "conversation_id": id_either(conversation_id),
+            "metadata.deleted_at": Bson::Null,
+            // The listing's order, (created_at, _id), continued past the anchor.
+            "$or": [
+                { "created_at": { "$gt": anchor_at.clone() } },
+                { "created_at": anchor_at, "_id": { "$gt": after } },
+            ],
+        };
+        if let Some(scope) = thread {
+            filter.insert("thread_id", thread_filter(scope));
+        }
+        let total = self.messages.count_documents(filter.clone()).await.map_err(map_err)?;
+        let options = FindOptions::builder().sort(doc! { "created_at": 1, "_id": 1 }).limit(i64::from(limit)).build();
+        let items = self.find_messages(filter, options).await?;
+        Ok(Some(Page { items, total }))
+    }
+
     async fn recent_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<Message>> {
         let filter = doc! { "conversation_id": id_either(conversation_id), "metadata.deleted_at": Bson::Null };
         let options = FindOptions::builder().sort(doc! { "created_at": -1, "_id": -1 }).limit(i64::from(limit)).build();

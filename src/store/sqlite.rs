@@ -633,6 +633,49 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn messages_after(
+        &self,
+        conversation_id: &str,
+        thread: Option<&ThreadScope>,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Option<Page<Message>>> {
+        let (cid, thread, after) = (conversation_id.to_string(), thread.cloned(), after.to_string());
+        self.read(move |conn| {
+            // Deleted or not: a client may have seen the anchor before it was deleted.
+            let anchor: Option<i64> = conn
+                .prepare_cached("SELECT created_at FROM messages WHERE id = ?1 AND conversation_id = ?2")
+                .and_then(|mut s| s.query_row(params![after, cid], |r| r.get(0)).optional())
+                .map_err(other)?;
+            let Some(anchor_at) = anchor else { return Ok(None) };
+            let (thread_clause, thread_arg) = match &thread {
+                None => ("", None),
+                Some(ThreadScope::Main) => (" AND m.thread_id IS NULL", None),
+                Some(ThreadScope::Thread(t)) => (" AND m.thread_id = ?4", Some(t.clone())),
+            };
+            // The listing's order, (created_at, id), continued past the anchor.
+            let wher = format!(
+                "m.conversation_id = ?1 AND (m.created_at, m.id) > (?2, ?3) AND m.deleted = 0{thread_clause}"
+            );
+            let total: i64 = conn
+                .prepare_cached(&format!("SELECT COUNT(*) FROM messages m WHERE {wher}"))
+                .and_then(|mut s| match &thread_arg {
+                    Some(t) => s.query_row(params![cid, anchor_at, after, t], |r| r.get(0)),
+                    None => s.query_row(params![cid, anchor_at, after], |r| r.get(0)),
+                })
+                .map_err(other)?;
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {wher} ORDER BY m.created_at, m.id LIMIT ?5");
+            let mut stmt = conn.prepare_cached(&sql).map_err(other)?;
+            // ?4 is unused outside a thread; bind NULL to keep the numbering.
+            let items = stmt
+                .query_map(params![cid, anchor_at, after, thread_arg, limit], message_from_row)
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(Some(Page { items, total: total as u64 }))
+        })
+        .await
+    }
+
     async fn recent_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<Message>> {
         let cid = conversation_id.to_string();
         self.read(move |conn| {
