@@ -169,7 +169,6 @@ async fn edit_react_read_and_delete() {
     assert_eq!(status, 400);
 }
 
-<<<<<<< HEAD
 /// Attachments a client sends, as REST and `message:send` both take them: one with markup in
 /// its URL and name, one whose type is markup, one of the category form the deployed
 /// clients send, one `javascript:` link.
@@ -250,7 +249,8 @@ async fn attachments_and_metadata_are_cleaned_before_storing_and_broadcasting() 
     assert_eq!(body["message"]["metadata"], cleaned);
     let event = listener.wait_for("message:new", |e| e["message"]["content"] == "from a service").await;
     assert_eq!(event.data["message"]["metadata"], cleaned);
-=======
+}
+
 fn contents_of(body: &serde_json::Value) -> Vec<&str> {
     body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect()
 }
@@ -337,5 +337,4 @@ async fn catching_up_page_by_page_skips_and_repeats_nothing() {
         }
     }
     assert_eq!(walked, listed, "pages after the last id received add up to the listing");
->>>>>>> catchup
 }
