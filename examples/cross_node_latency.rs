@@ -13,68 +13,19 @@
 #[path = "../tests/common/socket.rs"]
 mod socket;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "support/nodes.rs"]
+mod nodes;
+
 use std::time::{Duration, Instant};
 
+use nodes::{server_binary, start_node};
 use serde_json::{json, Value};
 use socket::SocketClient;
 
-const SECRET: &str = "cross-node-latency-secret-0123456789";
 const WARMUP: usize = 100;
 
-struct Node {
-    url: String,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(bin: &str, data_dir: &std::path::Path, redis: &str, prefix: &str) -> Node {
-    let mut child = Command::new(bin)
-        .current_dir(data_dir)
-        .env_clear()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("DATA_DIR", data_dir)
-        .env("JWT_SECRET", SECRET)
-        .env("REDIS_URL", redis)
-        .env("REDIS_PREFIX", prefix)
-        .env("LEGACY_EVENTS", "false")
-        .env("SOCKET_MESSAGE_LIMIT", "1000000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (build it, or pass --bin)"));
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("chat-service listening on ") {
-                    break url.trim().to_string();
-                }
-            }
-            _ => panic!("node exited before listening"),
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Node { url, child }
-}
-
 fn token(user: &str) -> String {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({ "sub": user, "company_id": "latency", "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    nodes::token(user, "latency")
 }
 
 /// Sends `count` messages from `sender`, one at a time, and returns each delivery latency to
@@ -119,14 +70,12 @@ async fn main() {
         }
     }
     assert!(!redis.is_empty(), "--redis (or REDIS_URL) is required");
-    // The nodes run in their data directory, so the path must not be relative.
-    let bin = std::fs::canonicalize(&bin).unwrap_or_else(|e| panic!("{bin}: {e} (build it, or pass --bin)"));
-    let bin = bin.to_str().expect("utf-8 path");
+    let bin = server_binary(&bin);
 
     let data = tempfile::tempdir().unwrap();
     let prefix = format!("latency-{}", std::process::id());
-    let a = start_node(bin, data.path(), &redis, &prefix);
-    let b = start_node(bin, data.path(), &redis, &prefix);
+    let a = start_node(&bin, data.path(), &redis, &prefix, &[]);
+    let b = start_node(&bin, data.path(), &redis, &prefix, &[]);
 
     let reader = token("reader");
     let res: Value = reqwest::Client::new()

@@ -425,3 +425,31 @@ async fn nodes_keep_serving_when_redis_dies_and_rejoin_when_it_returns() {
     let (_, page) = b.get(&bob, &format!("/api/conversations/{conv}/messages")).await;
     assert_eq!(page["total"], 6);
 }
+
+#[tokio::test]
+async fn a_node_killed_mid_run_loses_no_acknowledged_message() {
+    let (a, b) = two_nodes(&shared_url(), &[("SOCKET_MESSAGE_LIMIT", "1000000")]);
+    let owner = user("audit-owner", COMPANY);
+    let conversation = b.conversation(&owner).await;
+    let first = b.message(&owner, &conversation, "audit start").await["id"].as_str().unwrap().to_string();
+
+    let plan = common::audit::AuditPlan {
+        nodes: vec![a.base_url.clone(), b.base_url.clone()],
+        conversation,
+        token: std::sync::Arc::new(|i, sender| user(&format!("audit-{}-{i}", if sender { "sender" } else { "member" }), COMPANY)),
+        first_message: first,
+        members: 8,
+        senders: 4,
+        rate: 25,
+        duration: Duration::from_secs(6),
+    };
+    // Node A dies without warning halfway through: its members and senders move to node B.
+    let a = std::sync::Arc::new(std::sync::Mutex::new(a));
+    let doomed = a.clone();
+    let report = common::audit::run(plan, move || doomed.lock().unwrap().kill()).await;
+    println!("node loss: {report:?}");
+    assert!(report.acknowledged > 100, "{report:?}");
+    assert!(report.reconnects >= 4, "node A's members never reconnected: {report:?}");
+    assert_eq!(report.missing, 0, "acknowledged messages some member never received: {report:?}");
+    drop(a);
+}

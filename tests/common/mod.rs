@@ -3,6 +3,7 @@
 //! a sleep.
 #![allow(dead_code)]
 
+pub mod audit;
 pub mod redis;
 pub mod socket;
 
@@ -77,6 +78,12 @@ impl TestApp {
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         self.child.wait().expect("wait for chat-service")
+    }
+
+    /// Kills the server at once (SIGKILL), as a crashed node or a lost machine would go.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The server's process id, to read its resource use from `/proc`.

@@ -177,6 +177,15 @@ impl SocketClient {
         self.wait_for("conversation:joined", |d| d["id"] == conversation_id).await;
     }
 
+    /// The next event not yet taken, waiting up to `within`: `Ok(None)` once the connection
+    /// is closed and everything received has been taken, `Err(())` if nothing came in time.
+    pub async fn next_event(&mut self, within: Duration) -> Result<Option<Event>, ()> {
+        if !self.pending.is_empty() {
+            return Ok(Some(self.pending.remove(0)));
+        }
+        tokio::time::timeout(within, self.incoming.recv()).await.map_err(|_| ())
+    }
+
     /// Takes the earliest received `event` whose data satisfies `matches` that no earlier
     /// `wait_for` took, waiting for it if need be; panics after the deadline.
     pub async fn wait_for(&mut self, event: &str, matches: impl Fn(&Value) -> bool) -> Event {
