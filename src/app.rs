@@ -23,7 +23,7 @@ use crate::connections::ConnectionsPerAddress;
 use crate::http::{self, ApiContext};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
-use crate::realtime::{self, Realtime, SocketBroadcaster, SocketShutdown};
+use crate::realtime::{self, QueueLimits, Realtime, SocketBroadcaster, SocketShutdown};
 use crate::service::ChatService;
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::cached::CachedStore;
@@ -208,8 +208,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
         typing_limiter: parts.typing_limiter,
         max_connections: config.max_connections,
         connections: AtomicUsize::new(0),
-        pending_sends: Arc::default(),
-        max_pending_sends: config.max_pending_sends,
+        queue_limits: QueueLimits::new(config.max_pending_events_per_socket, config.max_pending_events),
         closing: AtomicBool::new(false),
     });
     let (socket_layer, io) = builder.with_state(realtime.clone()).build_layer();

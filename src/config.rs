@@ -47,8 +47,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Packets queued for one socket before it counts as unable to keep up and is closed.
     pub socket_buffer_size: usize,
-    /// `message:send`s queued or running across all sockets; more are refused as busy.
-    pub max_pending_sends: usize,
+    /// Store-backed socket events (sends, joins, leaves, threads) queued or running across all
+    /// sockets, and per socket; more are refused as busy.
+    pub max_pending_events: usize,
+    pub max_pending_events_per_socket: usize,
     /// Open TCP connections one client address may hold; zero: no cap.
     pub max_connections_per_ip: usize,
     /// Time a client has to send a complete request head; also how long an idle keep-alive
@@ -110,7 +112,8 @@ impl Config {
             socket_limit_window: Duration::from_millis(parse_range(&var, "SOCKET_LIMIT_WINDOW_MS", "60000", 1, 86_400_000)?),
             max_connections: parse_range(&var, "MAX_CONNECTIONS", "100000", 1, 10_000_000)? as usize,
             socket_buffer_size: parse_range(&var, "SOCKET_BUFFER_SIZE", "1024", 16, 1_000_000)? as usize,
-            max_pending_sends: parse_range(&var, "MAX_PENDING_SENDS", "10000", 1, 10_000_000)? as usize,
+            max_pending_events: parse_range(&var, "MAX_PENDING_EVENTS", "10000", 1, 10_000_000)? as usize,
+            max_pending_events_per_socket: parse_range(&var, "MAX_PENDING_EVENTS_PER_SOCKET", "256", 1, 100_000)? as usize,
             max_connections_per_ip: parse_range(&var, "MAX_CONNECTIONS_PER_IP", "1000", 0, 10_000_000)? as usize,
             http_header_timeout: Duration::from_millis(parse_range(&var, "HTTP_HEADER_TIMEOUT_MS", "10000", 100, 600_000)?),
             log_json: var("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),

@@ -68,7 +68,7 @@ async fn one_sockets_sends_are_stored_broadcast_and_acknowledged_in_order() {
 #[tokio::test]
 async fn sends_past_the_sockets_queue_are_refused_as_busy_and_not_stored() {
     // A process-wide bound of 8 pending sends makes the refusal reachable with one socket.
-    let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000"), ("MAX_PENDING_SENDS", "8")]);
+    let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000"), ("MAX_PENDING_EVENTS", "8")]);
     let token = user("burst", COMPANY);
     let conversation = app.conversation(&token).await;
     let sender = SocketClient::connect(&app.base_url, &token).await.expect("connect");
@@ -88,6 +88,11 @@ async fn sends_past_the_sockets_queue_are_refused_as_busy_and_not_stored() {
     let (status, body) = app.get(&token, &format!("/api/conversations/{conversation}/messages?limit=100")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total"].as_u64().unwrap() as usize, accepted, "{body}");
+
+    // Joins wait in the same queue, under the same bound.
+    let joins = join_all((0..100).map(|_| sender.emit_ack("conversation:join", json!({ "conversationId": conversation })))).await;
+    assert!(joins.iter().any(|a| a.data["ok"] == true));
+    assert!(joins.iter().any(|a| a.data["error"] == "Server is busy, try again"), "100 joins at once against a bound of 8");
 
     // The socket stays usable once the burst has drained.
     let ack = sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": "after the burst" })).await;
@@ -196,14 +201,15 @@ async fn overload_is_refused_early_and_what_is_accepted_is_delivered() {
     // The members here share the machine's cores with the saturated server and may read more
     // slowly than it writes; a larger outgoing buffer keeps this test about inbound overload
     // (slow members have their own test above).
-    // At most 256 sends waiting in the whole process: with a slow store (the MongoDB test
-    // server answers in milliseconds, not microseconds) the accepted ones are still answered
-    // within seconds.
+    // At most 16 events waiting per socket and 128 in the process: with a slow store (the
+    // MongoDB test server answers in milliseconds, not microseconds) the accepted ones are
+    // still answered within seconds.
     let app = spawn_app(&[
         ("SOCKET_MESSAGE_LIMIT", "1000000"),
         ("LEGACY_EVENTS", "false"),
         ("SOCKET_BUFFER_SIZE", "100000"),
-        ("MAX_PENDING_SENDS", "256"),
+        ("MAX_PENDING_EVENTS", "128"),
+        ("MAX_PENDING_EVENTS_PER_SOCKET", "16"),
     ]);
     const ROOMS: usize = 8;
     const SENDERS_PER_ROOM: usize = 2;
@@ -279,7 +285,7 @@ async fn overload_is_refused_early_and_what_is_accepted_is_delivered() {
     );
     assert!(busy > 0, "an offered load this far past saturation must be refused in part");
     assert!(accepted > 0);
-    // Bounded queues: at most 256 checked sends wait at once (395 MB peak when a waiting send
+    // Bounded queues: at most 128 checked sends wait at once (395 MB peak when a waiting send
     // held its raw payload and its whole processing future, and 4,096 could wait).
     assert!(peak < baseline + 120_000_000, "RSS grew from {baseline} to {peak} bytes under overload");
 

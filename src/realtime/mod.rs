@@ -25,6 +25,7 @@ use socketioxide::socket::Socket;
 use socketioxide::SocketIo;
 
 pub use broadcaster::SocketBroadcaster;
+pub use ordering::QueueLimits;
 pub use shutdown::SocketShutdown;
 
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
@@ -43,10 +44,9 @@ pub struct Realtime {
     pub typing_limiter: RateLimiter,
     pub max_connections: usize,
     pub connections: AtomicUsize,
-    /// `message:send`s queued or running across every socket, at most `max_pending_sends`.
-    pub pending_sends: Arc<AtomicUsize>,
-    pub max_pending_sends: usize,
-    /// Set when the node is stopping: new sends are refused, accepted ones finish.
+    /// Bounds on store-backed events waiting, per socket and in the process.
+    pub queue_limits: ordering::QueueLimits,
+    /// Set when the node is stopping: new events are refused, accepted ones finish.
     pub closing: AtomicBool,
 }
 
@@ -56,8 +56,8 @@ pub struct Session {
     state: Mutex<SocketState>,
     /// This socket's place under `MAX_CONNECTIONS`.
     slot: ConnectionSlot,
-    /// Keeps this socket's sends in arrival order.
-    sends: ordering::SendQueue,
+    /// Keeps this socket's store-backed events in arrival order.
+    events: ordering::EventQueue,
 }
 
 /// What this socket holds in `Presence` and in rooms. Changed only under the session's lock
@@ -142,7 +142,7 @@ async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth):
         tracing::warn!(max = rt.max_connections, "connection refused: at capacity");
         return Err(ConnectRefused::AtCapacity);
     };
-    s.extensions.insert(Arc::new(Session { principal, state: Mutex::default(), slot, sends: Default::default() }));
+    s.extensions.insert(Arc::new(Session { principal, state: Mutex::default(), slot, events: Default::default() }));
     // Registered here rather than in `on_connect`: socketioxide sends CONNECT as soon as this
     // middleware succeeds and runs the connect handler later in its own task, so a client that
     // emits the moment it sees `connect` would otherwise hit a socket with no handlers yet and
@@ -273,7 +273,18 @@ fn last_message_id_of<E>(payload: &Result<Value, E>) -> Result<Option<String>, S
     }
 }
 
-async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+fn on_join<A: Adapter>(
+    s: SocketRef<A>,
+    State(rt): Rt,
+    Extension(session): Sess,
+    TryData(data): TryData<Value>,
+    r: Responder<A>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (rt2, session2) = (rt.clone(), session.clone());
+    in_turn(&rt, &session, r, move |r| join(s, rt2, session2, data, r))
+}
+
+async fn join<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
     let p = &session.principal;
     let looked_up = async {
         let last_message_id = last_message_id_of(&data)?;
@@ -333,7 +344,18 @@ async fn on_join<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session):
     }
 }
 
-async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+fn on_leave<A: Adapter>(
+    s: SocketRef<A>,
+    State(rt): Rt,
+    Extension(session): Sess,
+    TryData(data): TryData<Value>,
+    r: Responder<A>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (rt2, session2) = (rt.clone(), session.clone());
+    in_turn(&rt, &session, r, move |r| leave(s, rt2, session2, data, r))
+}
+
+async fn leave<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
     let id = match conversation_id_of(&data) {
         Ok(id) => id.to_ascii_lowercase(),
         Err(e) => return r.error(&e),
@@ -354,6 +376,36 @@ async fn on_leave<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session)
     r.ok(&json!({ "ok": true }));
 }
 
+/// The socket's next turn for a store-backed event, or why it is refused at once: the node is
+/// stopping, or too many events are already waiting.
+fn take_turn(rt: &Realtime, session: &Session) -> Result<ordering::Turn, ServiceError> {
+    if rt.closing.load(Ordering::Acquire) {
+        return Err(ServiceError::Unavailable("node stopping".into()));
+    }
+    session.events.turn(&rt.queue_limits).ok_or(ServiceError::Busy)
+}
+
+/// Runs a store-backed event in its socket's turn. Called synchronously by the handlers below,
+/// which socketioxide calls in arrival order; refusals are answered at once.
+/// The work is boxed only once its turn has come, so a waiting event costs little.
+fn in_turn<A, W, F>(rt: &Realtime, session: &Session, r: Responder<A>, work: W) -> impl Future<Output = ()> + Send + use<A, W, F>
+where
+    A: Adapter,
+    W: FnOnce(Responder<A>) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let turn = take_turn(rt, session);
+    async move {
+        match turn {
+            Ok(mut turn) => {
+                turn.wait().await;
+                Box::pin(work(r)).await;
+            }
+            Err(refusal) => r.error(&refusal),
+        }
+    }
+}
+
 /// Not `async`: the body before the returned future runs when socketioxide calls the handler,
 /// which it does in arrival order, so that is where the send takes its turn. The payload is
 /// checked there too, so a queued send holds only what will be stored (or the answer to give),
@@ -369,13 +421,11 @@ fn on_send<A: Adapter>(
     let data = data.unwrap_or(Value::Null);
     // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
     let temp_id = temp_id_of(&data);
-    let stopping = rt.closing.load(Ordering::Acquire);
-    let turn = (!stopping).then(|| session.sends.turn(&rt.pending_sends, rt.max_pending_sends)).flatten();
-    let checked = turn.is_some().then(|| checked_send(data));
+    let queued = take_turn(&rt, &session).map(|turn| (turn, checked_send(data)));
     async move {
-        let (Some(mut turn), Some(checked)) = (turn, checked) else {
-            let refusal = if stopping { ServiceError::Unavailable("node stopping".into()) } else { ServiceError::Busy };
-            return send_failed(&s, temp_id.as_deref(), &refusal, r);
+        let (mut turn, checked) = match queued {
+            Ok(queued) => queued,
+            Err(refusal) => return send_failed(&s, temp_id.as_deref(), &refusal, r),
         };
         turn.wait().await;
         Box::pin(send(s, rt, session, temp_id, checked, r)).await;
@@ -465,7 +515,17 @@ async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session
     r.ok(&json!({ "ok": true }));
 }
 
-async fn on_thread_create<A: Adapter>(State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+fn on_thread_create<A: Adapter>(
+    State(rt): Rt,
+    Extension(session): Sess,
+    TryData(data): TryData<Value>,
+    r: Responder<A>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (rt2, session2) = (rt.clone(), session.clone());
+    in_turn(&rt, &session, r, move |r| create_thread(rt2, session2, data, r))
+}
+
+async fn create_thread<A: Adapter, E>(rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
     let result = async {
         let id = conversation_id_of(&data)?;
         let title = match data.as_ref().ok().and_then(|v| v.get("title")) {
@@ -481,7 +541,18 @@ async fn on_thread_create<A: Adapter>(State(rt): Rt, Extension(session): Sess, T
     }
 }
 
-async fn on_thread_switch<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+fn on_thread_switch<A: Adapter>(
+    s: SocketRef<A>,
+    State(rt): Rt,
+    Extension(session): Sess,
+    TryData(data): TryData<Value>,
+    r: Responder<A>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (rt2, session2) = (rt.clone(), session.clone());
+    in_turn(&rt, &session, r, move |r| switch_thread(s, rt2, session2, data, r))
+}
+
+async fn switch_thread<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
     let result = async {
         let id = conversation_id_of(&data)?;
         let thread_id = optional_thread_id(data.as_ref().ok().and_then(|v| v.get("threadId")), "threadId")?;

@@ -40,7 +40,7 @@ impl SocketShutdown {
         self.realtime.closing.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + grace;
         loop {
-            let pending = self.realtime.pending_sends.load(Ordering::Acquire);
+            let pending = self.realtime.queue_limits.pending();
             if pending == 0 {
                 break;
             }
