@@ -24,11 +24,11 @@ step "building"
 cargo build --locked --bins
 export CHAT_SERVICE_BIN="$root/target/debug/chat-service"
 
-step "Rust tests (unit, store contract, REST integration, two nodes on Redis) on the embedded store"
+step "Rust tests (unit, store contract, REST integration, two nodes on Redis, fuzz) on the embedded store"
 cargo test --locked
 
-step "REST integration and agent tests on MongoDB"
-CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent
+step "REST integration, agent and fuzz tests on MongoDB"
+CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent --test fuzz
 
 step "Socket.IO compatibility suite on the embedded store"
 (cd compat-tests && npm test)
