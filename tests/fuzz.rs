@@ -5,8 +5,9 @@
 //! errors as JSON, refuse frames over the 1 MB max payload, stay under a memory bound, and
 //! still serve a normal conversation afterwards.
 //!
-//! `FUZZ_SEED` (decimal or 0x-hex) picks the inputs: the same seed sends the same requests and
-//! frames. `FUZZ_SCALE` multiplies how many (default 1). `FUZZ_SERVER_LOG` is the server's
+//! `FUZZ_SEED` (decimal or 0x-hex) picks the inputs: the same seed draws the same requests and
+//! frames (only how many frames of a session leave before the server's close is noticed can
+//! differ). `FUZZ_SCALE` multiplies how many (default 1). `FUZZ_SERVER_LOG` is the server's
 //! `RUST_LOG` (default `warn`). The seed and every count are printed at the end
 //! (`cargo test --test fuzz -- --nocapture`); a failure lists each distinct defect with the
 //! requests or frames that showed it.
