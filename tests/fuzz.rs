@@ -96,6 +96,8 @@ pub struct Ctx {
     /// Set when the server process is gone: the fuzzers stop.
     pub abort: AtomicBool,
     pub pid: u32,
+    /// A client that opens a new connection for every request.
+    pub unpooled: reqwest::Client,
 }
 
 impl Ctx {
@@ -141,6 +143,7 @@ async fn server_survives_random_and_mutated_input() {
         activity: Activity::new(tasks),
         abort: AtomicBool::new(false),
         pid: app.pid(),
+        unpooled: reqwest::Client::builder().timeout(rest::ANSWER_DEADLINE).pool_max_idle_per_host(0).build().unwrap(),
     });
 
     let started = Instant::now();

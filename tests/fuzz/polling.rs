@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::input::{self, quoted, Known};
 use crate::socket::{event_packet, DEADLINE};
-use crate::watch::{preview, preview_bytes, Counts, SERVER_ERROR, UNANSWERED};
+use crate::watch::{error_chain, preview, preview_bytes, Counts, SERVER_ERROR, UNANSWERED};
 use crate::Ctx;
 
 const POLLING_PATH: &str = "/socket.io/?EIO=4&transport=polling";
@@ -110,6 +110,8 @@ async fn call_judged(ctx: &Ctx, client: &reqwest::Client, route: &str, call: &Ca
 async fn call(ctx: &Ctx, client: &reqwest::Client, route: &str, call: &Call, name: &str) -> Option<(u16, Vec<u8>)> {
     let url = format!("{}{}", ctx.base_url, call.target);
     for attempt in 0..2 {
+        // The retry goes over a new connection: a kept-alive one may have been closed.
+        let client = if attempt == 0 { client } else { &ctx.unpooled };
         let mut request = client.request(call.method.clone(), &url).body(call.body.clone());
         if let Some(ct) = call.content_type {
             request = request.header("content-type", ct);
@@ -142,8 +144,8 @@ async fn call(ctx: &Ctx, client: &reqwest::Client, route: &str, call: &Call, nam
             Err(_) if call.body.len() > crate::socket::MAX_PAYLOAD => return None,
             Err(e) => {
                 if !ctx.server_gone() {
-                    ctx.findings.fail(UNANSWERED, format!("{route}: connection failed twice"), || {
-                        format!("{name}: {} → {}", call.describe(), preview(&format!("{e:?}")))
+                    ctx.findings.fail(UNANSWERED, format!("{route}: connection failed, also on a new one"), || {
+                        format!("{name}: {} → {}", call.describe(), error_chain(&e))
                     });
                 }
                 return None;

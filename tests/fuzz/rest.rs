@@ -14,7 +14,7 @@ use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::input::{self, Known};
-use crate::watch::{preview, preview_bytes, Counts, NOT_JSON, SERVER_ERROR, UNANSWERED};
+use crate::watch::{error_chain, preview, preview_bytes, Counts, NOT_JSON, SERVER_ERROR, UNANSWERED};
 use crate::Ctx;
 
 /// One route of `src/http/mod.rs`, as written there, and what its handler reads.
@@ -418,6 +418,9 @@ async fn send_http(ctx: &Ctx, client: &reqwest::Client, r: &HttpRequest) {
         return;
     }
     for attempt in 0..2 {
+        // A kept-alive connection the server has closed fails the request; the one retry goes
+        // over a new connection, so that only the server can make it fail.
+        let client = if attempt == 0 { client } else { &ctx.unpooled };
         let sent = client.request(r.method.clone(), url.clone()).headers(r.headers.clone()).body(r.body.clone()).send().await;
         let answer = match sent {
             Ok(res) => {
@@ -434,13 +437,12 @@ async fn send_http(ctx: &Ctx, client: &reqwest::Client, r: &HttpRequest) {
             Err(e) if e.is_timeout() => {
                 return ctx.findings.fail(UNANSWERED, format!("{}: no answer within {ANSWER_DEADLINE:?}", r.route), || r.describe());
             }
-            // A connection the server closed while the client reused it is retried once; a
-            // request the server answers by closing is fine only when it was oversized.
             Err(_) if attempt == 0 => Counts::add(&ctx.counts.rest_retries, 1),
+            // Answering by closing the connection is fine for an oversized request only.
             Err(_) if r.oversized || ctx.server_gone() => return,
             Err(e) => {
-                return ctx.findings.fail(UNANSWERED, format!("{}: connection failed twice", r.route), || {
-                    format!("{} → {}", r.describe(), preview(&format!("{e:?}")))
+                return ctx.findings.fail(UNANSWERED, format!("{}: connection failed, also on a new one", r.route), || {
+                    format!("{} → {}", r.describe(), error_chain(&e))
                 });
             }
         }

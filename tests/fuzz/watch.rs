@@ -190,6 +190,18 @@ pub fn preview_bytes(bytes: &[u8]) -> String {
         + &if bytes.len() > PREVIEW_CHARS * 4 { format!(" ({} bytes)", bytes.len()) } else { String::new() }
 }
 
+/// An error and its causes, one after the other (a client error's own text rarely says what
+/// happened on the wire).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = preview(&e.to_string());
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// The server process as /proc sees it.
 pub struct ProcessState {
     pub alive: bool,
