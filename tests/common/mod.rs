@@ -7,9 +7,10 @@ pub mod audit;
 pub mod redis;
 pub mod socket;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -25,6 +26,8 @@ pub struct TestApp {
     child: Child,
     env: Vec<(String, String)>,
     pub http: reqwest::Client,
+    /// Panic reports the server wrote to stderr (a panicking task does not stop the process).
+    panics: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for TestApp {
@@ -91,6 +94,12 @@ impl TestApp {
         self.child.id()
     }
 
+    /// Every panic report the server has written to stderr so far: the `panicked at` line
+    /// and the message line after it.
+    pub fn panics(&self) -> Vec<String> {
+        self.panics.lock().unwrap().clone()
+    }
+
     /// The value of an environment variable this app was started with.
     pub fn env_value(&self, key: &str) -> Option<String> {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
@@ -155,7 +164,7 @@ fn start(dir: &Path, env: &[(String, String)]) -> TestApp {
         .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     // CHAT_TEST_STORE=mongo runs the same tests on MongoDB, one database per data directory.
     if std::env::var("CHAT_TEST_STORE").as_deref() == Ok("mongo") {
         let uri = std::env::var("CHAT_TEST_MONGODB_URI").expect("CHAT_TEST_STORE=mongo needs CHAT_TEST_MONGODB_URI");
@@ -166,6 +175,7 @@ fn start(dir: &Path, env: &[(String, String)]) -> TestApp {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("start chat-service");
+    let panics = forward_stderr(&mut child);
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let base_url = loop {
@@ -190,7 +200,32 @@ fn start(dir: &Path, env: &[(String, String)]) -> TestApp {
         child,
         env: env.to_vec(),
         http: reqwest::Client::new(),
+        panics,
     }
+}
+
+/// Copies the server's stderr to ours line by line, straight to the descriptor as an inherited
+/// stderr would go (the test harness captures only `eprintln!`), and keeps its panic reports.
+fn forward_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let panics = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let found = panics.clone();
+    std::thread::spawn(move || {
+        let mut reading_panic: Option<String> = None;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            if let Some(head) = reading_panic.take() {
+                found.lock().unwrap().push(format!("{head} {line}"));
+            } else if line.contains("panicked at") {
+                reading_panic = Some(line);
+            }
+        }
+        if let Some(head) = reading_panic {
+            found.lock().unwrap().push(head);
+        }
+    });
+    panics
 }
 
 pub fn now() -> u64 {
