@@ -137,6 +137,11 @@ const CONTENT_TYPES: &[&str] = &[
 
 /// Bodies or heads at least this large may be answered by closing the connection.
 const OVERSIZED: usize = 64 * 1024;
+
+/// hyper's own limits: the longest request target it parses, and (a little under) its read
+/// buffer, which holds the whole request head.
+const PARSER_MAX_URI: usize = 65_534;
+const PARSER_MAX_HEAD: usize = 400 * 1024;
 /// Longest wait for one answer.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -150,6 +155,9 @@ pub struct HttpRequest {
     headers: HeaderMap,
     body: Vec<u8>,
     oversized: bool,
+    /// Past the HTTP parser's own limits, where it answers 414 or 431 itself, with no body,
+    /// before any handler runs (Node's parser answers its 431 the same way).
+    beyond_parser: bool,
 }
 
 impl HttpRequest {
@@ -271,7 +279,8 @@ fn http_request(rng: &mut StdRng, known: &Known, may_be_huge: bool) -> HttpReque
     }
     let head_bytes = extra_headers(rng, &method, &mut headers);
     let oversized = body.len() >= OVERSIZED || head_bytes >= OVERSIZED || target.len() >= OVERSIZED;
-    HttpRequest { route: route_name, method, target, token: token.name, headers, body, oversized }
+    let beyond_parser = target.len() >= PARSER_MAX_URI || head_bytes >= PARSER_MAX_HEAD;
+    HttpRequest { route: route_name, method, target, token: token.name, headers, body, oversized, beyond_parser }
 }
 
 fn fill_template(rng: &mut StdRng, known: &Known, template: &str, method: &Method) -> String {
@@ -456,7 +465,8 @@ fn judge(ctx: &Ctx, r: &HttpRequest, is_api: bool, status: u16, body: &[u8]) {
             format!("{} → {status} {}", r.describe(), preview_bytes(body))
         });
     }
-    if is_api && status >= 400 && r.method != Method::HEAD && !is_json_error(body) {
+    let parser_refusal = r.beyond_parser && matches!(status, 414 | 431) && body.is_empty();
+    if is_api && status >= 400 && r.method != Method::HEAD && !parser_refusal && !is_json_error(body) {
         // One cause per kind of answer, whichever route gave it: the plain text of a
         // framework rejection up to its first colon, or an empty body.
         let text = String::from_utf8_lossy(body);

@@ -364,24 +364,27 @@ impl Connection<'_> {
     }
 }
 
-/// Runs sessions until `steps` have been drawn.
+/// Runs sessions until `steps` have been sent: a session the server closes early (a refused
+/// frame closes the connection) is followed by more, so the volume does not depend on how
+/// often the server closes.
 pub async fn run(ctx: Arc<Ctx>, worker: u64, task: usize, steps: u64) {
-    let mut drawn = 0;
+    let mut sent = 0;
     let mut session_number = 0;
-    while drawn < steps && !ctx.aborted() {
+    while sent < steps && !ctx.aborted() {
         let mut rng = StdRng::seed_from_u64(crate::stream_seed(ctx.seed, crate::SOCKET_STREAM + worker, session_number));
         let session = Session::generate(&mut rng, &ctx.known);
-        drawn += u64::from(session.steps);
         let name = format!("socket worker {worker} session {session_number} ({}, token: {})", session.target, session.token);
-        run_session(&ctx, task, &name, &session, &mut rng).await;
+        // A session that could not even start still counts one step, so the loop ends.
+        sent += run_session(&ctx, task, &name, &session, &mut rng).await.max(1);
         session_number += 1;
     }
 }
 
-async fn run_session(ctx: &Arc<Ctx>, task: usize, name: &str, session: &Session, rng: &mut StdRng) {
+/// Runs one session; returns how many of its steps were sent.
+async fn run_session(ctx: &Arc<Ctx>, task: usize, name: &str, session: &Session, rng: &mut StdRng) -> u64 {
     Counts::add(&ctx.counts.ws_sessions, 1);
     ctx.activity.set(task, format!("{name}: websocket upgrade"));
-    let Some(ws) = open(ctx, name, &session.target, session.header.as_deref()).await else { return };
+    let Some(ws) = open(ctx, name, &session.target, session.header.as_deref()).await else { return 0 };
     let (sink, stream) = ws.split();
     let (heard_tx, heard) = mpsc::unbounded_channel();
     let reader = tokio::spawn(read_frames(stream, heard_tx, ctx.clone()));
@@ -403,12 +406,14 @@ async fn run_session(ctx: &Arc<Ctx>, task: usize, name: &str, session: &Session,
 
     let mut frames = Vec::new();
     let pacing = connected == Connected::Yes && !session.chaotic;
+    let mut sent = 0;
     for step in 0..session.steps {
         c.keep_up().await;
         if c.closed || ctx.aborted() {
             Counts::add(&ctx.counts.ws_frames_not_sent, u64::from(session.steps - step));
             break;
         }
+        sent += 1;
         if pacing && step % PACING_STEPS == PACING_STEPS - 1 {
             ctx.activity.set(task, format!("{name} step {step}: pacing"));
             c.pace(&ctx.known.conversations[step as usize % ctx.known.conversations.len()]).await;
@@ -427,6 +432,7 @@ async fn run_session(ctx: &Arc<Ctx>, task: usize, name: &str, session: &Session,
         let _ = tokio::time::timeout(DEADLINE, c.sink.close()).await;
     }
     reader.abort();
+    sent
 }
 
 /// Opens the WebSocket; `None` when the server refused the upgrade (judged here).
