@@ -313,7 +313,8 @@ where
         (self.close_fn)(self.id, DisconnectReason::TransportError);
     }
     pub(crate) fn is_upgrading(&self) -> bool {
-        self.upgrading.load(Ordering::Relaxed)
+        // Acquire: pairs with `upgrade_to_websocket`, see there.
+        self.upgrading.load(Ordering::Acquire)
     }
     pub(crate) fn start_upgrade(&self) {
         self.upgrading.store(true, Ordering::Relaxed);
@@ -435,15 +436,18 @@ where
     }
     /// returns true if the [`Socket`] has an HTTP [`TransportType`]
     pub(crate) fn is_http(&self) -> bool {
-        self.transport.load(Ordering::Relaxed) == TransportType::Polling as u8
+        self.transport.load(Ordering::Acquire) == TransportType::Polling as u8
     }
 
     /// Sets the [`TransportType`] to WebSocket
     /// Used when the client upgrade the connection from HTTP to WebSocket
     pub(crate) fn upgrade_to_websocket(&self) {
-        self.upgrading.store(false, Ordering::Relaxed);
+        // The transport is switched before the upgrading mark is cleared (and published with
+        // it): a polling request that sees the mark cleared also sees the new transport, so it
+        // never takes the socket for a polling one that is not upgrading.
         self.transport
-            .store(TransportType::Websocket as u8, Ordering::Relaxed);
+            .store(TransportType::Websocket as u8, Ordering::Release);
+        self.upgrading.store(false, Ordering::Release);
     }
 
     /// Returns the current [`TransportType`] of the [`Socket`]

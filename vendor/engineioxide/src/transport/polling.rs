@@ -88,9 +88,13 @@ where
     H: EngineIoHandler,
 {
     let socket = engine.get_socket(sid).ok_or(Error::UnknownSessionID(sid))?;
-    if !socket.is_http() {
-        return Err(Error::TransportMismatch);
-    }
+
+    // The lock is tried before the transport state is read. An upgrade marks the socket as
+    // upgrading before it takes this lock, and switches the transport before it clears the mark,
+    // so a request that finds the lock held by an upgrade sees one or the other below. Read the
+    // other way round, a request racing the start of an upgrade saw neither, took the upgrade's
+    // lock for a second concurrent poll and closed the session.
+    let rx = socket.internal_rx.try_lock();
 
     if socket.is_upgrading() {
         #[cfg(feature = "tracing")]
@@ -101,10 +105,13 @@ where
         let is_binary = false; // The noop packet is guaranteed to be serialized as text
         return Ok(http_response(StatusCode::OK, data, is_binary));
     }
+    if !socket.is_http() {
+        return Err(Error::TransportMismatch);
+    }
 
     // If the socket is already locked, it means that the socket is being used by another request
     // In case of multiple http polling, session should be closed
-    let mut rx = match socket.internal_rx.try_lock() {
+    let mut rx = match rx {
         Ok(s) => s,
         Err(_) => {
             socket.close(DisconnectReason::MultipleHttpPollingError);
