@@ -19,7 +19,7 @@ use crate::auth::Authenticator;
 use crate::cluster::pubsub::PubSub;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
-use crate::connections::ConnectionsPerAddress;
+use crate::connections::{ConnectionsPerAddress, CountedStream};
 use crate::http::{self, ApiContext};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
@@ -326,7 +326,6 @@ pub async fn serve(
         let header_timeout = app.header_timeout;
         tokio::spawn(async move {
             let _open = open;
-            let _slot = slot;
             let connection = hyper::server::conn::http1::Builder::new()
                 // Slow or silent clients (a header byte every few seconds, an idle keep-alive)
                 // give their connection back instead of holding it forever.
@@ -335,7 +334,7 @@ pub async fn serve(
                 // Past hyper's own header count limit it answers 431 with no body; the REST
                 // middleware refuses more than 100 headers with a JSON error first.
                 .max_headers(MAX_REQUEST_HEADERS)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .serve_connection(TokioIo::new(CountedStream::new(stream, slot)), TowerToHyperService::new(service))
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {

@@ -6,8 +6,14 @@
 //! connection on the port: HTTP keep-alive, long-polling and WebSocket.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Open connections per client address, shared by the accept loop and the connection tasks.
 #[derive(Debug)]
@@ -58,6 +64,49 @@ impl Drop for ConnectionSlot {
                 open.remove(&self.address);
             }
         }
+    }
+}
+
+/// A client's TCP stream that holds its connection slot for as long as the stream lives.
+///
+/// The slot travels with the stream rather than with the HTTP connection task: after a
+/// WebSocket upgrade the task ends and engineioxide owns the stream, which still counts.
+pub struct CountedStream {
+    inner: TcpStream,
+    _slot: ConnectionSlot,
+}
+
+impl CountedStream {
+    pub fn new(inner: TcpStream, slot: ConnectionSlot) -> Self {
+        CountedStream { inner, _slot: slot }
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -250,8 +250,13 @@ async fn slow_silent_and_idle_connections_are_closed() {
 #[tokio::test]
 async fn one_address_cannot_take_every_connection() {
     let app = spawn_app(&[("MAX_CONNECTIONS_PER_IP", "20")]);
+    // Upgraded WebSockets count as much as plain connections do.
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        sockets.push(raw_socket(&app).await);
+    }
     let mut held = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..10 {
         held.push(connect_from(&app, "127.0.0.1").await);
     }
     // The 21st from the same address is answered 429 with the contract's error body.
@@ -267,13 +272,32 @@ async fn one_address_cannot_take_every_connection() {
     // A slot freed is a slot available again. The server sees the close asynchronously, so
     // wait for the answer that proves it rather than for a fixed time.
     drop(held.pop());
+    wait_for_a_free_slot(&app, "127.0.0.1").await;
+    drop(sockets);
+}
+
+/// `/health` from `from` until it answers 200; panics after a deadline.
+async fn wait_for_a_free_slot(app: &TestApp, from: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let answer = health_from(&app, "127.0.0.1").await;
+        let answer = health_from(app, from).await;
         if answer.starts_with("HTTP/1.1 200") {
-            break;
+            return;
         }
-        assert!(Instant::now() < deadline, "a freed slot was not given back: {answer}");
+        assert!(Instant::now() < deadline, "no slot was given back: {answer}");
         tokio::task::yield_now().await;
     }
+}
+
+#[tokio::test]
+async fn websockets_hold_their_slot_until_they_close() {
+    let app = spawn_app(&[("MAX_CONNECTIONS_PER_IP", "2")]);
+    let first = raw_socket(&app).await;
+    let mut second = raw_socket(&app).await;
+    let answer = health_from(&app, "127.0.0.1").await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "two open WebSockets left room for more: {answer}");
+    second.close(None).await.expect("close");
+    drop(second);
+    wait_for_a_free_slot(&app, "127.0.0.1").await;
+    drop(first);
 }
