@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod domain;
+pub mod healthcheck;
 pub mod http;
 pub mod presence;
 pub mod ratelimit;
