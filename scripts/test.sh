@@ -28,8 +28,8 @@ export CHAT_SERVICE_BIN="$root/target/debug/chat-service"
 step "Rust tests (unit, store contract, REST integration, two nodes on Redis) on the embedded store"
 cargo test --locked
 
-step "REST integration, agent, socket delivery and shutdown tests on MongoDB"
-CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent --test socket_delivery --test shutdown
+step "REST integration, agent, socket delivery, shutdown and archive tests on MongoDB"
+CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent --test socket_delivery --test shutdown --test archive
 
 step "Socket.IO compatibility suite on the embedded store"
 (cd compat-tests && npm test)

@@ -54,6 +54,11 @@ pub struct Config {
     /// Time a client has to send a complete request head; also how long an idle keep-alive
     /// connection stays open.
     pub http_header_timeout: Duration,
+    /// Conversations without activity (an update or a message) for this long are archived;
+    /// `None`: never.
+    pub archive_after: Option<Duration>,
+    /// How often the archive job runs (once per interval across all nodes sharing Redis).
+    pub archive_interval: Duration,
     pub log_json: bool,
 }
 
@@ -113,6 +118,11 @@ impl Config {
             max_pending_sends: parse_range(&var, "MAX_PENDING_SENDS", "10000", 1, 10_000_000)? as usize,
             max_connections_per_ip: parse_range(&var, "MAX_CONNECTIONS_PER_IP", "1000", 0, 10_000_000)? as usize,
             http_header_timeout: Duration::from_millis(parse_range(&var, "HTTP_HEADER_TIMEOUT_MS", "10000", 100, 600_000)?),
+            archive_after: match parse_range(&var, "ARCHIVE_AFTER_DAYS", "0", 0, 36_500)? {
+                0 => None,
+                days => Some(Duration::from_secs(days * 86_400)),
+            },
+            archive_interval: Duration::from_millis(parse_range(&var, "ARCHIVE_INTERVAL_MS", "3600000", 100, 604_800_000)?),
             log_json: var("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
         })
         .and_then(Config::checked)
@@ -218,6 +228,16 @@ mod tests {
         assert_eq!(c.agent_connect_timeout, Duration::from_secs(3));
         assert_eq!((c.agent_max_in_flight, c.agent_max_pending), (64, 1000));
         assert_eq!((c.max_connections_per_ip, c.http_header_timeout), (1000, Duration::from_secs(10)));
+        assert_eq!((c.archive_after, c.archive_interval), (None, Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn archive_settings() {
+        let c = cfg(&[("ARCHIVE_AFTER_DAYS", "90"), ("ARCHIVE_INTERVAL_MS", "60000")]).unwrap();
+        assert_eq!(c.archive_after, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(c.archive_interval, Duration::from_secs(60));
+        assert_eq!(cfg(&[("ARCHIVE_AFTER_DAYS", "-1")]).unwrap_err().name, "ARCHIVE_AFTER_DAYS");
+        assert_eq!(cfg(&[("ARCHIVE_INTERVAL_MS", "10")]).unwrap_err().name, "ARCHIVE_INTERVAL_MS");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod cluster;
 pub mod config;
