@@ -22,6 +22,7 @@ use crate::cluster::pubsub::PubSub;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::connections::ConnectionsPerAddress;
+use crate::http::client_address::TrustedProxies;
 use crate::http::{self, ApiContext};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
@@ -228,6 +229,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
         rest_limiter: parts.rest_limiter,
         presence: parts.presence,
         cluster: parts.cluster,
+        trusted_proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
     };
     // Request heads are bounded outside the Socket.IO layer, so handshakes and polling
     // requests are held to the same limits as REST.

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::client_address::AddressRange;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: IpAddr,
@@ -54,6 +56,8 @@ pub struct Config {
     /// Time a client has to send a complete request head; also how long an idle keep-alive
     /// connection stays open.
     pub http_header_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the REST rate limit).
+    pub trusted_proxies: Vec<AddressRange>,
     /// Conversations without activity (an update or a message) for this long are archived;
     /// `None`: never.
     pub archive_after: Option<Duration>,
@@ -118,6 +122,7 @@ impl Config {
             max_pending_sends: parse_range(&var, "MAX_PENDING_SENDS", "10000", 1, 10_000_000)? as usize,
             max_connections_per_ip: parse_range(&var, "MAX_CONNECTIONS_PER_IP", "1000", 0, 10_000_000)? as usize,
             http_header_timeout: Duration::from_millis(parse_range(&var, "HTTP_HEADER_TIMEOUT_MS", "10000", 100, 600_000)?),
+            trusted_proxies: parse_ranges(&var, "TRUSTED_PROXIES")?,
             archive_after: match parse_range(&var, "ARCHIVE_AFTER_DAYS", "0", 0, 36_500)? {
                 0 => None,
                 days => Some(Duration::from_secs(days * 86_400)),
@@ -195,6 +200,22 @@ fn parse_range(
     Ok(n)
 }
 
+/// A comma-separated list of addresses and CIDR ranges; empty when unset.
+fn parse_ranges(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Vec<AddressRange>, ConfigError> {
+    let Some(list) = var(name) else { return Ok(Vec::new()) };
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            AddressRange::parse(item).ok_or_else(|| ConfigError {
+                name,
+                value: item.to_string(),
+                reason: "must be an IP address or a CIDR range such as 10.0.0.0/8".into(),
+            })
+        })
+        .collect()
+}
+
 fn parse_bool(var: &impl Fn(&str) -> Option<String>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
     match var(name).map(|v| v.to_ascii_lowercase()) {
         None => Ok(default),
@@ -229,6 +250,14 @@ mod tests {
         assert_eq!((c.agent_max_in_flight, c.agent_max_pending), (64, 1000));
         assert_eq!((c.max_connections_per_ip, c.http_header_timeout), (1000, Duration::from_secs(10)));
         assert_eq!((c.archive_after, c.archive_interval), (None, Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn trusted_proxies() {
+        assert!(cfg(&[]).unwrap().trusted_proxies.is_empty());
+        let c = cfg(&[("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,")]).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(cfg(&[("TRUSTED_PROXIES", "10.0.0.0/8,nginx")]).unwrap_err().name, "TRUSTED_PROXIES");
     }
 
     #[test]

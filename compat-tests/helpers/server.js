@@ -69,8 +69,10 @@ function serverEnv(dataDir, extraEnv) {
     env.REDIS_URL = process.env.CHAT_TEST_REDIS_URL;
   }
   if (process.env.CHAT_TEST_PROXY_URL) {
-    // Behind the proxy every connection comes from the proxy's address; it caps per client.
+    // Behind the proxy every connection comes from the proxy's address: it caps connections
+    // per client, and names the client in X-Forwarded-For.
     env.MAX_CONNECTIONS_PER_IP = '0';
+    env.TRUSTED_PROXIES = '127.0.0.1';
   }
   for (const [key, value] of Object.entries(extraEnv)) {
     if (value === undefined || value === null) delete env[key];
