@@ -3,8 +3,9 @@
 # WebSocket, including two nodes sharing one Redis), the store contract suite on SQLite and
 # MongoDB, and the Socket.IO compatibility suite (socket.io-client 4.8 and python-socketio)
 # against a freshly built server binary: on the embedded store, on two nodes sharing Redis
-# with clients spread over both, and on MongoDB. The test servers (redis-server, a MongoDB
-# wire server) are started on free loopback ports first and stopped at the end.
+# with clients spread over both, and on MongoDB; then nginx with the compose configuration in
+# front of two nodes (scripts/test-nginx.sh). The test servers (redis-server, a MongoDB wire
+# server) are started on free loopback ports first and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -27,8 +28,8 @@ export CHAT_SERVICE_BIN="$root/target/debug/chat-service"
 step "Rust tests (unit, store contract, REST integration, two nodes on Redis, fuzz) on the embedded store"
 cargo test --locked
 
-step "REST integration, agent, socket delivery and shutdown tests on MongoDB"
-CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent --test socket_delivery --test shutdown
+step "REST integration, agent, socket delivery, shutdown and archive tests on MongoDB"
+CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent --test socket_delivery --test shutdown --test archive
 
 # Half the volume on MongoDB: every REST request there is a round trip to the Python wire
 # server, and what this run adds over the embedded one is the store's own answers.
@@ -46,5 +47,8 @@ step "Socket.IO compatibility suite on MongoDB"
 
 step "MongoDB data compatibility with the sibling services' Mongoose models"
 (cd compat-tests/mongoose && npm test)
+
+step "nginx in front of two nodes: nginx -t on docker/nginx.conf, then the transports test through it"
+scripts/test-nginx.sh
 
 step "all tests passed"

@@ -1,6 +1,7 @@
 //! Assembles the service: configuration → store → service → REST router and Socket.IO layer
-//! on one axum router, served on one port. With `REDIS_URL` the same pieces get their
-//! Redis-backed versions (cache, shared limits and presence, the cross-node adapter).
+//! on one axum router, served on one port, and the archive job when it is on. With
+//! `REDIS_URL` the same pieces get their Redis-backed versions (cache, shared limits and
+//! presence, the cross-node adapter, turns of the archive job).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
@@ -15,11 +16,13 @@ use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr
 use tokio::net::TcpListener;
 
 use crate::agent::AgentClient;
+use crate::archive::ArchiveJob;
 use crate::auth::Authenticator;
 use crate::cluster::pubsub::PubSub;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::connections::{ConnectionsPerAddress, CountedStream};
+use crate::http::client_address::TrustedProxies;
 use crate::http::{self, ApiContext};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
@@ -157,6 +160,9 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
             assembled
         }
     };
+    if let Some(after) = config.archive_after {
+        ArchiveJob { service: service.clone(), cluster, after, interval: config.archive_interval }.spawn();
+    }
     Ok(App {
         router,
         service,
@@ -222,6 +228,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
         rest_limiter: parts.rest_limiter,
         presence: parts.presence,
         cluster: parts.cluster,
+        trusted_proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
     };
     // Request heads are bounded outside the Socket.IO layer, so handshakes and polling
     // requests are held to the same limits as REST.

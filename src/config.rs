@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::client_address::AddressRange;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: IpAddr,
@@ -56,6 +58,13 @@ pub struct Config {
     /// Time a client has to send a complete request head; also how long an idle keep-alive
     /// connection stays open.
     pub http_header_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the REST rate limit).
+    pub trusted_proxies: Vec<AddressRange>,
+    /// Conversations without activity (an update or a message) for this long are archived;
+    /// `None`: never.
+    pub archive_after: Option<Duration>,
+    /// How often the archive job runs (once per interval across all nodes sharing Redis).
+    pub archive_interval: Duration,
     pub log_json: bool,
 }
 
@@ -116,6 +125,12 @@ impl Config {
             max_pending_events_per_socket: parse_range(&var, "MAX_PENDING_EVENTS_PER_SOCKET", "256", 1, 100_000)? as usize,
             max_connections_per_ip: parse_range(&var, "MAX_CONNECTIONS_PER_IP", "1000", 0, 10_000_000)? as usize,
             http_header_timeout: Duration::from_millis(parse_range(&var, "HTTP_HEADER_TIMEOUT_MS", "10000", 100, 600_000)?),
+            trusted_proxies: parse_ranges(&var, "TRUSTED_PROXIES")?,
+            archive_after: match parse_range(&var, "ARCHIVE_AFTER_DAYS", "0", 0, 36_500)? {
+                0 => None,
+                days => Some(Duration::from_secs(days * 86_400)),
+            },
+            archive_interval: Duration::from_millis(parse_range(&var, "ARCHIVE_INTERVAL_MS", "3600000", 100, 604_800_000)?),
             log_json: var("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
         })
         .and_then(Config::checked)
@@ -188,6 +203,22 @@ fn parse_range(
     Ok(n)
 }
 
+/// A comma-separated list of addresses and CIDR ranges; empty when unset.
+fn parse_ranges(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Vec<AddressRange>, ConfigError> {
+    let Some(list) = var(name) else { return Ok(Vec::new()) };
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            AddressRange::parse(item).ok_or_else(|| ConfigError {
+                name,
+                value: item.to_string(),
+                reason: "must be an IP address or a CIDR range such as 10.0.0.0/8".into(),
+            })
+        })
+        .collect()
+}
+
 fn parse_bool(var: &impl Fn(&str) -> Option<String>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
     match var(name).map(|v| v.to_ascii_lowercase()) {
         None => Ok(default),
@@ -221,6 +252,24 @@ mod tests {
         assert_eq!(c.agent_connect_timeout, Duration::from_secs(3));
         assert_eq!((c.agent_max_in_flight, c.agent_max_pending), (64, 1000));
         assert_eq!((c.max_connections_per_ip, c.http_header_timeout), (1000, Duration::from_secs(10)));
+        assert_eq!((c.archive_after, c.archive_interval), (None, Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn trusted_proxies() {
+        assert!(cfg(&[]).unwrap().trusted_proxies.is_empty());
+        let c = cfg(&[("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,")]).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(cfg(&[("TRUSTED_PROXIES", "10.0.0.0/8,nginx")]).unwrap_err().name, "TRUSTED_PROXIES");
+    }
+
+    #[test]
+    fn archive_settings() {
+        let c = cfg(&[("ARCHIVE_AFTER_DAYS", "90"), ("ARCHIVE_INTERVAL_MS", "60000")]).unwrap();
+        assert_eq!(c.archive_after, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(c.archive_interval, Duration::from_secs(60));
+        assert_eq!(cfg(&[("ARCHIVE_AFTER_DAYS", "-1")]).unwrap_err().name, "ARCHIVE_AFTER_DAYS");
+        assert_eq!(cfg(&[("ARCHIVE_INTERVAL_MS", "10")]).unwrap_err().name, "ARCHIVE_INTERVAL_MS");
     }
 
     #[test]

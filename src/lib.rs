@@ -3,11 +3,13 @@
 
 pub mod agent;
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod domain;
+pub mod healthcheck;
 pub mod http;
 pub mod presence;
 pub mod ratelimit;

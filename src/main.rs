@@ -1,11 +1,20 @@
 //! `chat-service`: reads the configuration, starts the app, serves until Ctrl-C or SIGTERM.
+//! `chat-service healthcheck` instead asks the running service for `/health` (exit 0 or 1).
 
-use chat_service::{app, config::Config};
+use chat_service::{app, config::Config, healthcheck};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("healthcheck") => std::process::exit(run_healthcheck().await),
+        Some(other) => {
+            eprintln!("chat-service: unknown argument {other:?}; usage: chat-service [healthcheck]");
+            std::process::exit(2);
+        }
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -45,6 +54,25 @@ async fn main() {
     if let Err(e) = served {
         eprintln!("chat-service: server error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Exit code of `chat-service healthcheck`: 0 when the service answers `/health` with 200,
+/// else 1 (Docker reserves 2, so a bad configuration is 1 here too).
+async fn run_healthcheck() -> i32 {
+    let outcome = match Config::from_env() {
+        Ok(config) => match healthcheck::address(&config) {
+            Ok(address) => healthcheck::check(address).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("chat-service healthcheck: {e}");
+            1
+        }
     }
 }
 

@@ -170,6 +170,36 @@ async fn rate_limit_headers_and_429() {
     }
 }
 
+/// A REST call from the test (127.0.0.1) with `X-Forwarded-For: forwarded`; its status.
+async fn call_forwarded_for(app: &TestApp, token: &str, forwarded: &str) -> u16 {
+    let req = app.http.get(app.url("/api/conversations")).bearer_auth(token).header("x-forwarded-for", forwarded);
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_rate_limit_counts_the_forwarded_client() {
+    let app = spawn_app(&[("RATE_LIMIT_MAX", "2"), ("RATE_LIMIT_WINDOW_MS", "60000"), ("TRUSTED_PROXIES", "127.0.0.1")]);
+    let alice = user("alice", "acme");
+    let answers = [
+        call_forwarded_for(&app, &alice, "203.0.113.1").await,
+        call_forwarded_for(&app, &alice, "203.0.113.1").await,
+        call_forwarded_for(&app, &alice, "203.0.113.1").await,
+    ];
+    assert_eq!(answers, [200, 200, 429]);
+    assert_eq!(call_forwarded_for(&app, &alice, "203.0.113.2").await, 200, "another client has its own count");
+    // An address the client put in front of the one the proxy appended changes nothing.
+    assert_eq!(call_forwarded_for(&app, &alice, "198.51.100.9, 203.0.113.1").await, 429);
+}
+
+#[tokio::test]
+async fn forwarded_for_from_anyone_else_is_ignored() {
+    let app = spawn_app(&[("RATE_LIMIT_MAX", "2"), ("RATE_LIMIT_WINDOW_MS", "60000")]);
+    let alice = user("alice", "acme");
+    assert_eq!(call_forwarded_for(&app, &alice, "203.0.113.1").await, 200);
+    assert_eq!(call_forwarded_for(&app, &alice, "203.0.113.2").await, 200);
+    assert_eq!(call_forwarded_for(&app, &alice, "203.0.113.3").await, 429, "all counted against 127.0.0.1");
+}
+
 #[tokio::test]
 async fn security_headers_body_limit_cors_and_health() {
     let app = spawn_app(&[("SOCKET_CORS_ORIGINS", "https://app.example.com")]);

@@ -71,6 +71,8 @@ contract!(
     delete_conversation_takes_its_messages,
     company_messages_newest_first_within_dates,
     summary_is_stored,
+    archives_conversations_without_recent_activity,
+    archiving_concurrently_archives_each_conversation_once,
 );
 
 fn at(ms: i64) -> Timestamp {
@@ -615,4 +617,87 @@ async fn summary_is_stored(store: Arc<dyn Store>) {
     let u = store.get_conversation(Scope::Company("acme"), &c.id).await.unwrap().unwrap();
     assert_eq!(u.summary.as_deref(), Some("The customer asked about billing."));
     assert_eq!(u.updated_at, at(99));
+}
+
+/// Runs the archive scan to the end, `limit` conversations per call, and returns what it
+/// archived.
+async fn archive_all(store: &Arc<dyn Store>, cutoff: Timestamp, now: Timestamp, limit: u32) -> Vec<Conversation> {
+    let mut archived = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..100 {
+        let batch = store.archive_inactive(cutoff, now, after.as_deref(), limit).await.unwrap();
+        archived.extend(batch.archived);
+        match batch.next {
+            Some(next) => after = Some(next),
+            None => return archived,
+        }
+    }
+    panic!("the archive scan did not end");
+}
+
+async fn archives_conversations_without_recent_activity(store: Arc<dyn Store>) {
+    let (cutoff, now) = (at(10_000), at(20_000));
+    let idle = conversation("acme", 0);
+    let mut idle_elsewhere = conversation("globex", 0);
+    idle_elsewhere.status = Status::Ended;
+    let with_old_message = conversation("acme", 0);
+    let with_new_message = conversation("acme", 0);
+    let with_new_thread_message = conversation("acme", 0);
+    let updated_lately = conversation("acme", 0);
+    let mut archived_before = conversation("acme", 0);
+    archived_before.status = Status::Archived;
+    for c in [&idle, &idle_elsewhere, &with_old_message, &with_new_message, &with_new_thread_message, &updated_lately, &archived_before] {
+        store.insert_conversation(c).await.unwrap();
+    }
+    store.insert_message(&message(&with_old_message.id, None, "long ago", 5_000)).await.unwrap();
+    store.insert_message(&message(&with_new_message.id, None, "just now", 15_000)).await.unwrap();
+    let t = thread("Billing");
+    store.add_thread(Scope::AnyCompany, &with_new_thread_message.id, &t).await.unwrap();
+    store.insert_message(&message(&with_new_thread_message.id, Some(&t.id), "in a thread", 12_000)).await.unwrap();
+    let retitled = ConversationChanges { title: Some("Renamed".into()), ..Default::default() };
+    store.update_conversation(Scope::AnyCompany, &updated_lately.id, &retitled, at(11_000)).await.unwrap().unwrap();
+
+    // Two per call: the scan goes on where the previous call stopped.
+    let archived = archive_all(&store, cutoff, now, 2).await;
+    let mut ids: Vec<&str> = archived.iter().map(|c| c.id.as_str()).collect();
+    ids.sort();
+    let mut expected = vec![idle.id.as_str(), idle_elsewhere.id.as_str(), with_old_message.id.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected, "every company, any status but archived");
+    for c in &archived {
+        assert_eq!((c.status, c.updated_at), (Status::Archived, now), "{}", c.id);
+        assert_eq!(store.get_conversation(Scope::AnyCompany, &c.id).await.unwrap().as_ref(), Some(c));
+    }
+    // (A thread message moves `updated_at` on SQLite only; its creation time counts anyway.)
+    let untouched = [
+        (&with_new_message, Status::Active),
+        (&with_new_thread_message, Status::Active),
+        (&updated_lately, Status::Active),
+        (&archived_before, Status::Archived),
+    ];
+    for (c, status) in untouched {
+        let read = store.get_conversation(Scope::AnyCompany, &c.id).await.unwrap().unwrap();
+        assert_eq!(read.status, status, "{}", c.id);
+        assert_ne!(read.updated_at, now, "{} was not written", c.id);
+    }
+    let ended = store.get_conversation(Scope::AnyCompany, &idle_elsewhere.id).await.unwrap().unwrap();
+    assert_eq!(ended.ended_at, idle_elsewhere.ended_at, "only the status and updated_at change");
+
+    // Idempotent: a second pass, as another node's, finds nothing more.
+    assert!(archive_all(&store, cutoff, at(30_000), 500).await.is_empty());
+}
+
+async fn archiving_concurrently_archives_each_conversation_once(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let c = conversation("acme", 0);
+        store.insert_conversation(&c).await.unwrap();
+        ids.push(c.id);
+    }
+    // Two nodes' rounds at once, each with its own time.
+    let (a, b) = tokio::join!(archive_all(&store, at(10_000), at(20_000), 7), archive_all(&store, at(10_000), at(20_001), 7));
+    let mut archived: Vec<String> = a.into_iter().chain(b).map(|c| c.id).collect();
+    archived.sort();
+    ids.sort();
+    assert_eq!(archived, ids, "each archived and returned exactly once");
 }

@@ -8,12 +8,18 @@
 
 const { before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
+const http = require('node:http');
 const jwt = require('jsonwebtoken');
 const { io } = require('socket.io-client');
 
 const { startServer, JWT_SECRET, INTERNAL_SERVICE_TOKEN } = require('./server');
 
 const EVENT_TIMEOUT_MS = 5_000;
+/**
+ * A reverse proxy in front of the nodes (scripts/test-nginx.sh): clients connect through it
+ * while the harness still starts the nodes behind it.
+ */
+const PROXY_URL = process.env.CHAT_TEST_PROXY_URL || null;
 /** How long a negative check ("this socket receives nothing") listens. */
 const QUIET_MS = 300;
 
@@ -140,8 +146,10 @@ class ServerContext {
     this.server = await startServer(this.extraEnv, this.options);
   }
 
-  /** The next node in turn: consecutive clients and calls land on different nodes. */
+  /** The next node in turn: consecutive clients and calls land on different nodes. Behind a
+   * proxy, the proxy: it picks the node. */
   nextUrl() {
+    if (PROXY_URL) return PROXY_URL;
     const urls = this.server.urls;
     return urls[this.turn++ % urls.length];
   }
@@ -152,7 +160,7 @@ class ServerContext {
   }
 
   get url() {
-    return this.server.url;
+    return PROXY_URL || this.server.url;
   }
 
   closeSockets() {
@@ -170,6 +178,7 @@ class ServerContext {
       forceNew: true, // each client gets its own connection, like separate browser tabs
       reconnection: false,
       ...(token !== undefined ? { auth: { token } } : {}),
+      ...sourceAddress(),
       ...options,
     });
     s.rec = new Recorder(s);
@@ -248,6 +257,20 @@ class ServerContext {
     assert.equal(res.status, 201, `create conversation: ${describeArgs(res.body)}`);
     return res.body.conversation;
   }
+}
+
+let sourceTurn = 0;
+
+/**
+ * Behind a proxy on this machine, each socket connects from its own loopback address
+ * (127.0.0.2, 127.0.0.3, ...), as separate clients would: the proxy keeps each one on one node
+ * and spreads them over the nodes. Both transports use the agent (polling requests and the
+ * WebSocket handshake).
+ */
+function sourceAddress() {
+  if (!PROXY_URL || !['127.0.0.1', 'localhost'].includes(new URL(PROXY_URL).hostname)) return {};
+  const localAddress = `127.0.0.${2 + (sourceTurn++ % 250)}`;
+  return { agent: new http.Agent({ localAddress }) };
 }
 
 /** `emit` with an acknowledgement; rejects if the server does not answer in time. */

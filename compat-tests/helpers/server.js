@@ -68,6 +68,12 @@ function serverEnv(dataDir, extraEnv) {
     if (!process.env.CHAT_TEST_REDIS_URL) throw new Error('CHAT_TEST_WITH_REDIS=1 needs CHAT_TEST_REDIS_URL');
     env.REDIS_URL = process.env.CHAT_TEST_REDIS_URL;
   }
+  if (process.env.CHAT_TEST_PROXY_URL) {
+    // Behind the proxy every connection comes from the proxy's address: it caps connections
+    // per client, and names the client in X-Forwarded-For.
+    env.MAX_CONNECTIONS_PER_IP = '0';
+    env.TRUSTED_PROXIES = '127.0.0.1';
+  }
   for (const [key, value] of Object.entries(extraEnv)) {
     if (value === undefined || value === null) delete env[key];
     else env[key] = String(value);
@@ -76,9 +82,25 @@ function serverEnv(dataDir, extraEnv) {
 }
 
 /**
+ * The ports the nodes must listen on, from CHAT_TEST_NODE_PORTS (`4101,4102`): a proxy in
+ * front of them (CHAT_TEST_PROXY_URL) was configured with these. Unset: any free port.
+ * @returns {string[] | null}
+ */
+function fixedPorts(nodes) {
+  const list = process.env.CHAT_TEST_NODE_PORTS;
+  if (!list) return null;
+  const ports = list.split(',').map((p) => p.trim());
+  if (ports.length !== nodes || ports.some((p) => !/^[1-9][0-9]*$/.test(p))) {
+    throw new Error(`CHAT_TEST_NODE_PORTS=${list} must list one port for each of the ${nodes} node(s)`);
+  }
+  return ports;
+}
+
+/**
  * Spawns the server and resolves once it prints its listening line. With `nodes` > 1 (default
  * `CHAT_TEST_NODES`, needs CHAT_TEST_WITH_REDIS=1) it starts that many processes serving one
- * set of rooms: one database, one Redis namespace of their own.
+ * set of rooms: one database, one Redis namespace of their own. With CHAT_TEST_NODE_PORTS
+ * the nodes listen on those ports, so only one test file can run at a time.
  * @param {Record<string, string|number|boolean|undefined>} extraEnv per-file settings
  * @param {{nodes?: number}} options
  * @returns {Promise<{url: string, urls: string[], stop: () => Promise<void>, output: () => string}>}
@@ -94,10 +116,13 @@ async function startServer(extraEnv = {}, { nodes = Number(process.env.CHAT_TEST
     if (!env.REDIS_URL) throw new Error(`CHAT_TEST_NODES=${nodes} needs CHAT_TEST_WITH_REDIS=1 (nodes meet in Redis)`);
     env.REDIS_PREFIX = `compat-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   }
+  const ports = fixedPorts(nodes);
   const started = [];
   try {
     // One after the other: the first creates the database the others open.
-    for (let i = 0; i < nodes; i++) started.push(await startProcess(bin, dataDir, env));
+    for (let i = 0; i < nodes; i++) {
+      started.push(await startProcess(bin, dataDir, ports ? { ...env, PORT: ports[i] } : env));
+    }
   } catch (err) {
     for (const node of started) await node.stop().catch(() => {});
     fs.rmSync(dataDir, { recursive: true, force: true });

@@ -44,13 +44,13 @@ fn header_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
 }
 
-/// Counts each `/api` request against the caller's address; over the limit answers 429.
-/// `RateLimit-*` headers go on every answer, allowed or not.
+/// Counts each `/api` request against the caller's address (the client's, behind a trusted
+/// proxy); over the limit answers 429. `RateLimit-*` headers go on every answer, allowed or not.
 pub async fn rate_limit(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
     let key = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| ctx.trusted_proxies.client_address(c.0.ip(), req.headers()).to_string())
         .unwrap_or_else(|| "unknown".into());
     let decision = ctx.rest_limiter.hit(&key).await;
     let mut response = if decision.allowed {

@@ -1,6 +1,7 @@
 //! The REST API (axum): one module per resource, one `ApiContext`, one error type. Handlers
 //! parse the request, call the service, and shape the answer; nothing else.
 
+pub mod client_address;
 mod conversations;
 pub mod error;
 mod extract;
@@ -36,6 +37,8 @@ pub struct ApiContext {
     pub presence: Arc<Presence>,
     /// Set when the service runs with Redis; `/health` reports it.
     pub cluster: Option<Arc<Cluster>>,
+    /// Whose `X-Forwarded-For` names the client the REST rate limit counts.
+    pub trusted_proxies: Arc<client_address::TrustedProxies>,
 }
 
 /// The REST routes. CORS is added by `app` around both REST and Socket.IO.

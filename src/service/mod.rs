@@ -4,6 +4,7 @@
 //! Socket.IO.
 
 mod agent;
+mod archive;
 mod conversations;
 pub mod error;
 pub mod events;

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{MessageChange, Page, Scope, Store, StoreResult};
+use super::{ArchiveBatch, MessageChange, Page, Scope, Store, StoreResult};
 use crate::cluster::Cluster;
 use crate::domain::time::Timestamp;
 use crate::domain::{
@@ -182,6 +182,20 @@ impl Store for CachedStore {
         self.inner.set_summary(id, summary, at).await?;
         self.invalidate(id).await;
         Ok(())
+    }
+
+    async fn archive_inactive(
+        &self,
+        cutoff: Timestamp,
+        at: Timestamp,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<ArchiveBatch> {
+        let batch = self.inner.archive_inactive(cutoff, at, after, limit).await?;
+        for c in &batch.archived {
+            self.invalidate(&c.id).await;
+        }
+        Ok(batch)
     }
 
     async fn insert_message(&self, message: &Message) -> StoreResult<Option<u64>> {

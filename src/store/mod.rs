@@ -46,6 +46,16 @@ pub struct Page<T> {
     pub total: u64,
 }
 
+/// One step of the archive scan (`Store::archive_inactive`).
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveBatch {
+    /// The conversations this step archived, as they are now.
+    pub archived: Vec<Conversation>,
+    /// Where the next step continues (the last conversation this one looked at); `None` when
+    /// the scan is complete.
+    pub next: Option<String>,
+}
+
 /// How a message's metadata changes in one atomic store call.
 #[derive(Debug, Clone)]
 pub enum MessageChange {
@@ -91,6 +101,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Conversation>>;
     async fn add_thread(&self, scope: Scope<'_>, id: &str, thread: &Thread) -> StoreResult<Option<Conversation>>;
     async fn set_summary(&self, id: &str, summary: &str, at: Timestamp) -> StoreResult<()>;
+    /// One step of archiving, across companies: looks at up to `limit` conversations that are
+    /// not archived and were last updated before `cutoff`, in id order after `after`, and sets
+    /// those without a message created since `cutoff` to `archived` with `updated_at = at`.
+    /// Idempotent, so nodes that overlap do no harm: a conversation is archived (and
+    /// returned) by one call only.
+    async fn archive_inactive(
+        &self,
+        cutoff: Timestamp,
+        at: Timestamp,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<ArchiveBatch>;
 
     /// Stores a message; when it belongs to a thread, that thread's `message_count` goes up by
     /// one in the same call and the new count is returned.

@@ -21,7 +21,7 @@ use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, FindOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 
-use super::{MessageChange, Page, Scope, Store, StoreError, StoreResult};
+use super::{ArchiveBatch, MessageChange, Page, Scope, Store, StoreError, StoreResult};
 use crate::domain::time::Timestamp;
 use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, Thread, ThreadScope};
 use convert::{
@@ -337,6 +337,90 @@ impl Store for MongoStore {
         let filter = Self::conversation_filter(Scope::AnyCompany, id)?;
         let update = doc! { "$set": { "summary": summary, "updatedAt": bson_date(&at) } };
         self.conversations.update_one(filter, update).await.map(|_| ()).map_err(map_err)
+    }
+
+    async fn archive_inactive(
+        &self,
+        cutoff: Timestamp,
+        at: Timestamp,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<ArchiveBatch> {
+        let cutoff = bson_date(&cutoff);
+        let at = bson_date(&at);
+        // Last updated before the cutoff, in either spelling (the Mongoose one wins, as when
+        // reading). A date stored other than as a BSON date never matches: such a conversation
+        // is left alone rather than archived on a guess.
+        let idle = doc! {
+            "status": { "$ne": "archived" },
+            "$or": [
+                { "updatedAt": { "$lt": cutoff.clone() } },
+                { "updatedAt": { "$exists": false }, "updated_at": { "$lt": cutoff.clone() } },
+            ],
+        };
+        let mut scan = idle.clone();
+        if let Some(after) = after {
+            scan.insert("_id", doc! { "$gt": object_id(after)? });
+        }
+        let candidates: Vec<ObjectId> = self
+            .conversations
+            .find(scan)
+            .projection(doc! { "_id": 1 })
+            .sort(doc! { "_id": 1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(map_err)?
+            .try_collect::<Vec<Document>>()
+            .await
+            .map_err(map_err)?
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect();
+        let next = (candidates.len() == limit as usize).then(|| candidates.last().map(|oid| oid.to_hex())).flatten();
+        if candidates.is_empty() {
+            return Ok(ArchiveBatch { archived: Vec::new(), next });
+        }
+        // Conversations with a message since the cutoff are active, whichever way the message
+        // refers to them and spells its creation time.
+        let refs: Vec<Bson> = candidates.iter().flat_map(|oid| [Bson::String(oid.to_hex()), Bson::ObjectId(*oid)]).collect();
+        let recent = doc! {
+            "conversation_id": { "$in": refs },
+            "$or": [{ "created_at": { "$gte": cutoff.clone() } }, { "createdAt": { "$gte": cutoff.clone() } }],
+        };
+        let active: Vec<Bson> = self.messages.distinct("conversation_id", recent).await.map_err(map_err)?;
+        let active: std::collections::HashSet<String> = active
+            .iter()
+            .filter_map(|v| match v {
+                Bson::String(s) => Some(s.clone()),
+                Bson::ObjectId(oid) => Some(oid.to_hex()),
+                _ => None,
+            })
+            .collect();
+        let stale: Vec<ObjectId> = candidates.into_iter().filter(|oid| !active.contains(&oid.to_hex())).collect();
+        if stale.is_empty() {
+            return Ok(ArchiveBatch { archived: Vec::new(), next });
+        }
+        // Checked again in the update, so an update made since the scan keeps its conversation
+        // active. A message stored in the moment between the check above and this update does
+        // not: that conversation is archived as it receives a message after `cutoff` of quiet.
+        let mut filter = idle;
+        filter.insert("_id", doc! { "$in": stale.clone() });
+        self.conversations
+            .update_many(filter, doc! { "$set": { "status": "archived", "updatedAt": at.clone() } })
+            .await
+            .map_err(map_err)?;
+        // This call's `updatedAt` tells its conversations from any other node archived.
+        let docs: Vec<Document> = self
+            .conversations
+            .find(doc! { "_id": { "$in": stale }, "status": "archived", "updatedAt": at })
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let archived = docs.iter().map(conversation_from_doc).collect::<StoreResult<_>>()?;
+        Ok(ArchiveBatch { archived, next })
     }
 
     async fn insert_message(&self, message: &Message) -> StoreResult<Option<u64>> {

@@ -16,7 +16,7 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{MessageChange, Page, Scope, Store, StoreError, StoreResult};
+use super::{ArchiveBatch, MessageChange, Page, Scope, Store, StoreError, StoreResult};
 use crate::domain::time::{from_millis, Timestamp};
 use crate::domain::{
     toggle_reaction, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageType,
@@ -546,6 +546,42 @@ impl Store for SqliteStore {
         let (id, summary) = (id.to_string(), summary.to_string());
         self.write(move |conn| {
             modify_conversation(conn, Scope::AnyCompany, &id, at, |c| c.summary = Some(summary)).map(|_| ())
+        })
+        .await
+    }
+
+    async fn archive_inactive(
+        &self,
+        cutoff: Timestamp,
+        at: Timestamp,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<ArchiveBatch> {
+        let after = after.unwrap_or_default().to_string();
+        // One writer job: nothing can write between the checks and the update.
+        self.write(move |conn| {
+            let cutoff = cutoff.timestamp_millis();
+            let candidates: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT id FROM conversations WHERE status != 'archived' AND updated_at < ?1 AND id > ?2 \
+                     ORDER BY id LIMIT ?3",
+                )
+                .and_then(|mut s| s.query_map(params![cutoff, after, limit], |r| r.get(0))?.collect())
+                .map_err(other)?;
+            let mut archived = Vec::new();
+            for id in &candidates {
+                let recent_message: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?1 AND created_at >= ?2)")
+                    .and_then(|mut s| s.query_row(params![id, cutoff], |r| r.get(0)))
+                    .map_err(other)?;
+                if !recent_message
+                    && let Some(c) = modify_conversation(conn, Scope::AnyCompany, id, at, |c| c.status = Status::Archived)?
+                {
+                    archived.push(c);
+                }
+            }
+            let next = (candidates.len() == limit as usize).then(|| candidates.last().cloned()).flatten();
+            Ok(ArchiveBatch { archived, next })
         })
         .await
     }

@@ -26,8 +26,8 @@ pub struct TestApp {
     child: Child,
     env: Vec<(String, String)>,
     pub http: reqwest::Client,
-    /// Panic reports the server wrote to stderr (a panicking task does not stop the process).
-    panics: Arc<Mutex<Vec<String>>>,
+    /// Every line the server wrote to stderr (its log) so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for TestApp {
@@ -95,9 +95,38 @@ impl TestApp {
     }
 
     /// Every panic report the server has written to stderr so far: the `panicked at` line
-    /// and the message line after it.
+    /// and the message line after it (a panicking task does not stop the process).
     pub fn panics(&self) -> Vec<String> {
-        self.panics.lock().unwrap().clone()
+        let log = self.log.lock().unwrap();
+        let mut reports = Vec::new();
+        for (i, line) in log.iter().enumerate() {
+            if line.contains("panicked at") {
+                reports.push(match log.get(i + 1) {
+                    Some(message) => format!("{line} {message}"),
+                    None => line.clone(),
+                });
+            }
+        }
+        reports
+    }
+
+    /// The lines the server has logged so far (stderr), oldest first.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The app's store, opened from the test process: the same SQLite file (WAL lets two
+    /// processes use it) or the same MongoDB database. For data the API cannot make, such as
+    /// conversations untouched for weeks.
+    pub async fn open_store(&self) -> Arc<dyn chat_service::store::Store> {
+        use chat_service::store::mongo::{MongoSettings, MongoStore};
+        match mongo_uri_for(&self.data_dir) {
+            Some(uri) => {
+                let settings = MongoSettings { uri: &uri, database: None, pool_size: 4, timeout: std::time::Duration::from_secs(10) };
+                Arc::new(MongoStore::connect(&settings).await.expect("open the app's MongoDB database"))
+            }
+            None => Arc::new(chat_service::store::sqlite::SqliteStore::open(&self.data_dir).expect("open the app's SQLite file")),
+        }
     }
 
     /// The value of an environment variable this app was started with.
@@ -165,17 +194,14 @@ fn start(dir: &Path, env: &[(String, String)]) -> TestApp {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // CHAT_TEST_STORE=mongo runs the same tests on MongoDB, one database per data directory.
-    if std::env::var("CHAT_TEST_STORE").as_deref() == Ok("mongo") {
-        let uri = std::env::var("CHAT_TEST_MONGODB_URI").expect("CHAT_TEST_STORE=mongo needs CHAT_TEST_MONGODB_URI");
-        let db = format!("chat_rest_{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(['.', '-'], "_"));
-        cmd.env("MONGODB_URI", format!("{}/{db}", uri.trim_end_matches('/')));
+    if let Some(uri) = mongo_uri_for(dir) {
+        cmd.env("MONGODB_URI", uri);
     }
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("start chat-service");
-    let panics = forward_stderr(&mut child);
+    let log = forward_stderr(&mut child);
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let base_url = loop {
@@ -200,32 +226,34 @@ fn start(dir: &Path, env: &[(String, String)]) -> TestApp {
         child,
         env: env.to_vec(),
         http: reqwest::Client::new(),
-        panics,
+        log,
     }
 }
 
+/// CHAT_TEST_STORE=mongo runs the same tests on MongoDB, one database per data directory.
+fn mongo_uri_for(dir: &Path) -> Option<String> {
+    if std::env::var("CHAT_TEST_STORE").as_deref() != Ok("mongo") {
+        return None;
+    }
+    let uri = std::env::var("CHAT_TEST_MONGODB_URI").expect("CHAT_TEST_STORE=mongo needs CHAT_TEST_MONGODB_URI");
+    let db = format!("chat_rest_{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(['.', '-'], "_"));
+    Some(format!("{}/{db}", uri.trim_end_matches('/')))
+}
+
 /// Copies the server's stderr to ours line by line, straight to the descriptor as an inherited
-/// stderr would go (the test harness captures only `eprintln!`), and keeps its panic reports.
+/// stderr would go (the test harness captures only `eprintln!`), and keeps the lines.
 fn forward_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
-    let panics = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(Mutex::new(Vec::new()));
     let stderr = child.stderr.take().expect("stderr");
-    let found = panics.clone();
+    let kept = log.clone();
     std::thread::spawn(move || {
-        let mut reading_panic: Option<String> = None;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             let _ = writeln!(std::io::stderr().lock(), "{line}");
-            if let Some(head) = reading_panic.take() {
-                found.lock().unwrap().push(format!("{head} {line}"));
-            } else if line.contains("panicked at") {
-                reading_panic = Some(line);
-            }
-        }
-        if let Some(head) = reading_panic {
-            found.lock().unwrap().push(head);
+            kept.lock().unwrap().push(line);
         }
     });
-    panics
+    log
 }
 
 pub fn now() -> u64 {
