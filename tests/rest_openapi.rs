@@ -5,7 +5,9 @@
 //!   assembled router itself, not from a list kept here);
 //! - a sample request per documented operation gets an answer that validates against the
 //!   documented schema for its status, every operation has a sample, and every route the
-//!   server matched while answering them is documented.
+//!   server matched while answering them is documented;
+//! - every server → client Socket.IO event the description's table lists arrives with a
+//!   payload that validates against the schema the table names.
 //!
 //! The app runs in this process (on SQLite, or MongoDB with `CHAT_TEST_STORE=mongo`) so the
 //! test can read its router and record the route each request matched.
@@ -319,7 +321,9 @@ async fn sample_answers_validate_against_the_documented_schemas() {
     let t = Some(alice.as_str());
     let i = Some(internal);
 
-    s.request(&app, &doc, "GET", "/health", "/health", None, None).await;
+    let health = s.request(&app, &doc, "GET", "/health", "/health", None, None).await;
+    let store = if std::env::var("CHAT_TEST_STORE").as_deref() == Ok("mongo") { "mongodb" } else { "sqlite" };
+    assert_eq!(health["checks"]["store"]["kind"], store, "{health}");
     s.request(&app, &doc, "GET", "/api/openapi.json", "/api/openapi.json", None, None).await;
     s.request(&app, &doc, "GET", "/api/docs", "/api/docs", None, None).await;
 
@@ -416,4 +420,80 @@ async fn the_docs_page_loads_nothing_from_elsewhere() {
         assert!(!html.contains(external), "the page refers elsewhere: {external}");
     }
     assert!(html.contains("fetch(\"openapi.json\""));
+}
+
+/// The server → client events of the document's description, each with the name of its payload
+/// schema: the rows of the Markdown table under "Server → client".
+fn documented_events(doc: &Value) -> Vec<(String, String)> {
+    fn backticked(s: &str) -> Vec<String> {
+        s.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    }
+    let description = doc["info"]["description"].as_str().expect("a description");
+    let section = description.split("### Server → client").nth(1).expect("a Server → client section");
+    let section = section.split("\n#").next().unwrap_or_default();
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    let mut events = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let columns: Vec<&str> = row.split('|').collect();
+        let schema = backticked(columns[2]).into_iter().find(|name| schemas.contains_key(name));
+        let schema = schema.unwrap_or_else(|| panic!("no payload schema named in: {row}"));
+        events.extend(backticked(columns[1]).into_iter().map(|event| (event, schema.clone())));
+    }
+    events
+}
+
+#[tokio::test]
+async fn socket_event_payloads_validate_against_their_documented_schemas() {
+    use common::socket::SocketClient;
+
+    let app = start().await;
+    let doc = app.document().await;
+    let events = documented_events(&doc);
+    assert!(events.len() >= 19, "server → client events read from the description: {events:?}");
+
+    let alice_token = user("alice", "acme");
+    let alice_auth = Some(alice_token.as_str());
+    let (_, _, created) = app.call("POST", "/api/conversations", alice_auth, Some(&json!({ "agent_id": "agent-1" }))).await;
+    let id = created["conversation"]["id"].as_str().expect("conversation id").to_string();
+    let c = format!("/api/conversations/{id}");
+    let mut bob = SocketClient::connect(&app.base_url, &user("bob", "acme")).await.expect("bob connects");
+    let mut alice = SocketClient::connect(&app.base_url, &alice_token).await.expect("alice connects");
+
+    // Something that sets off each event of the table.
+    assert_eq!(bob.emit_ack("conversation:join", json!(id)).await.data["ok"], true);
+    assert_eq!(alice.emit_ack("conversation:join", json!({ "conversationId": id })).await.data["ok"], true);
+    alice.emit_ack("typing", json!({ "conversationId": id, "isTyping": true })).await;
+    let sent = alice.emit_ack("message:send", json!({ "conversationId": id, "content": "hi" })).await;
+    let mid = sent.data["message"]["id"].as_str().expect("message id").to_string();
+    app.call("PATCH", &format!("{c}/messages/{mid}"), alice_auth, Some(&json!({ "content": "hi again" }))).await;
+    let thread = alice.emit_ack("thread:create", json!({ "conversationId": id, "title": "Billing" })).await;
+    let tid = thread.data["thread"]["id"].as_str().expect("thread id").to_string();
+    alice.emit_ack("thread:switch", json!({ "conversationId": id, "threadId": tid })).await;
+    app.call("POST", &format!("{c}/threads/{tid}"), alice_auth, Some(&json!({ "content": "in the thread" }))).await;
+    app.call("PATCH", &c, alice_auth, Some(&json!({ "title": "Renamed" }))).await;
+    app.call("POST", &format!("{c}/participants"), alice_auth, Some(&json!({ "userId": "carol" }))).await;
+    app.call("DELETE", &format!("{c}/participants/carol"), alice_auth, None).await;
+    app.call("DELETE", &format!("{c}/messages/{mid}"), alice_auth, None).await;
+    // Refused without an acknowledgement: `error`, and `message:error` for the temp id.
+    alice.emit("message:send", json!({ "conversationId": id, "content": " ", "tempId": "t-1" }));
+
+    // Events only the caller gets, or that need bob gone; the others are read from bob.
+    let for_alice = ["thread:switched", "error", "message:error", "user:left", "presence:update"];
+    let mut failures = Vec::new();
+    let mut check_event = |name: &str, schema: &str, data: &Value| {
+        let schema = json!({ "$ref": format!("#/components/schemas/{schema}") });
+        if let Err(e) = check(&doc, &schema, data, true) {
+            failures.push(format!("{name}: {e}\n  payload: {data}"));
+        }
+    };
+    for (name, schema) in events.iter().filter(|(name, _)| !for_alice.contains(&name.as_str())) {
+        let event = bob.wait_for(name, |_| true).await;
+        check_event(name, schema, &event.data);
+    }
+    bob.close();
+    for (name, schema) in events.iter().filter(|(name, _)| for_alice.contains(&name.as_str())) {
+        let event = alice.wait_for(name, |d| name != "presence:update" || d["userId"] == "bob").await;
+        check_event(name, schema, &event.data);
+    }
+    assert!(failures.is_empty(), "{} payload(s) do not match their documented schema:\n{}", failures.len(), failures.join("\n"));
 }

@@ -2,10 +2,11 @@
 //! page that renders it. The page is self-contained: its script and style are compiled into
 //! the binary and it loads nothing but `/api/openapi.json`.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
 use axum::Extension;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -69,7 +70,7 @@ impl Modify for SecuritySchemes {
 
 /// The finished document as JSON, handed to its route by the router that it describes.
 #[derive(Clone)]
-pub struct ApiDocument(pub Arc<[u8]>);
+pub struct ApiDocument(pub Bytes);
 
 /// This document
 ///
@@ -79,7 +80,7 @@ pub struct ApiDocument(pub Arc<[u8]>);
     responses((status = 200, description = "This document", content_type = "application/json", body = Object)),
 )]
 pub async fn openapi_json(Extension(doc): Extension<ApiDocument>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], doc.0.to_vec()).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], doc.0).into_response()
 }
 
 /// This document as a page
