@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs the clients the compatibility tests drive: npm packages (from the lock files) and
-# python-socketio in compat-tests/.venv. Idempotent; quick when already installed.
+# Installs the clients the compatibility tests drive: npm packages (from the lock files),
+# python-socketio in compat-tests/.venv, and what the Rust client rust_socketio (a
+# dev-dependency) links against: OpenSSL's headers, found with pkg-config. Idempotent; quick
+# when already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
 
 for dir in compat-tests compat-tests/mongoose; do
   [[ -f "$dir/package.json" ]] || continue

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests (the real binary driven over HTTP and
-# WebSocket, including two nodes sharing one Redis), the store contract suite on SQLite and
-# MongoDB, and the Socket.IO compatibility suite (socket.io-client 4.8 and python-socketio)
-# against a freshly built server binary: on the embedded store, on two nodes sharing Redis
-# with clients spread over both, and on MongoDB; then nginx with the compose configuration in
-# front of two nodes (scripts/test-nginx.sh). The test servers (redis-server, a MongoDB wire
-# server) are started on free loopback ports first and stopped at the end.
+# WebSocket, including two nodes sharing one Redis, and the Rust client rust_socketio), the
+# store contract suite on SQLite and MongoDB, and the Socket.IO compatibility suite
+# (socket.io-client 4.8 and python-socketio) against a freshly built server binary: on the
+# embedded store, on two nodes sharing Redis with clients spread over both, and on MongoDB;
+# then nginx with the compose configuration in front of two nodes (scripts/test-nginx.sh).
+# The test servers (redis-server, a MongoDB wire server) are started on free loopback ports
+# first and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -25,7 +26,7 @@ step "building"
 cargo build --locked --bins
 export CHAT_SERVICE_BIN="$root/target/debug/chat-service"
 
-step "Rust tests (unit, store contract, REST integration, two nodes on Redis, fuzz) on the embedded store"
+step "Rust tests (unit, store contract, REST integration and API document, two nodes on Redis, rust_socketio client, fuzz) on the embedded store"
 cargo test --locked
 
 step "REST integration, agent, socket delivery, shutdown and archive tests on MongoDB"

@@ -1,8 +1,8 @@
 //! Conversations and their threads, and the rules for creating, updating and listing them.
 
-use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use validator::Validate;
 
 use super::message::string_enum;
@@ -24,12 +24,16 @@ string_enum!(
     Status { Active => "active", Ended => "ended", Completed => "completed", Archived => "archived" }
 );
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A side thread of a conversation; messages name it in `thread_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Thread {
+    /// A UUID.
     pub id: String,
     pub title: String,
     #[serde(with = "super::time::iso")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// Messages posted in the thread.
     #[serde(default)]
     pub message_count: u64,
 }
@@ -61,76 +65,133 @@ impl Conversation {
     }
 }
 
+// The serialization and the documented schema are both this one struct, so they cannot differ.
+/// A conversation, as REST answers and socket events carry it.
+#[derive(Serialize, ToSchema)]
+struct ConversationDocument<'a> {
+    /// The same as `id`, under MongoDB's name.
+    #[serde(rename = "_id")]
+    mongo_id: &'a str,
+    /// 24 hex characters.
+    id: &'a str,
+    agent_id: &'a str,
+    /// The tenant: every read and write is scoped to it.
+    company_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    /// User ids.
+    participants: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    channel: Channel,
+    status: Status,
+    #[schema(format = DateTime)]
+    started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    ended_at: Option<String>,
+    tags: &'a [String],
+    /// Free-form; other services keep their own keys here.
+    #[schema(value_type = Object)]
+    metadata: &'a Map<String, Value>,
+    threads: &'a [Thread],
+    /// The running summary the agent service wrote once the conversation grew long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<&'a str>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
 impl Serialize for Conversation {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("_id", &self.id)?;
-        m.serialize_entry("id", &self.id)?;
-        m.serialize_entry("agent_id", &self.agent_id)?;
-        m.serialize_entry("company_id", &self.company_id)?;
-        if let Some(v) = &self.contact_id {
-            m.serialize_entry("contact_id", v)?;
+        ConversationDocument {
+            mongo_id: &self.id,
+            id: &self.id,
+            agent_id: &self.agent_id,
+            company_id: &self.company_id,
+            contact_id: self.contact_id.as_deref(),
+            user_id: self.user_id.as_deref(),
+            participants: &self.participants,
+            title: self.title.as_deref(),
+            channel: self.channel,
+            status: self.status,
+            started_at: to_iso(&self.started_at),
+            ended_at: self.ended_at.as_ref().map(to_iso),
+            tags: &self.tags,
+            metadata: &self.metadata,
+            threads: &self.threads,
+            summary: self.summary.as_deref(),
+            created_at: to_iso(&self.created_at),
+            updated_at: to_iso(&self.updated_at),
         }
-        if let Some(v) = &self.user_id {
-            m.serialize_entry("user_id", v)?;
-        }
-        m.serialize_entry("participants", &self.participants)?;
-        if let Some(v) = &self.title {
-            m.serialize_entry("title", v)?;
-        }
-        m.serialize_entry("channel", &self.channel)?;
-        m.serialize_entry("status", &self.status)?;
-        m.serialize_entry("started_at", &to_iso(&self.started_at))?;
-        if let Some(v) = &self.ended_at {
-            m.serialize_entry("ended_at", &to_iso(v))?;
-        }
-        m.serialize_entry("tags", &self.tags)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        m.serialize_entry("threads", &self.threads)?;
-        if let Some(v) = &self.summary {
-            m.serialize_entry("summary", v)?;
-        }
-        m.serialize_entry("created_at", &to_iso(&self.created_at))?;
-        m.serialize_entry("updated_at", &to_iso(&self.updated_at))?;
-        m.end()
+        .serialize(s)
+    }
+}
+
+impl utoipa::PartialSchema for Conversation {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        ConversationDocument::schema()
+    }
+}
+
+impl ToSchema for Conversation {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        ConversationDocument::schemas(schemas)
     }
 }
 
 /// POST /api/conversations. `agent_id` is also accepted as `agentId`.
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 pub struct CreateConversationInput {
+    /// Also accepted as `agentId`.
     #[serde(alias = "agentId")]
     #[validate(length(min = 1, max = 128))]
     pub agent_id: String,
+    /// `chat` by default.
     #[serde(default)]
+    #[schema(value_type = Option<Channel>)]
     pub channel: Option<String>,
+    /// Also accepted as `contactId`.
     #[serde(default, alias = "contactId")]
     #[validate(length(min = 1, max = 128))]
     pub contact_id: Option<String>,
     #[serde(default)]
     #[validate(length(max = 200))]
     pub title: Option<String>,
+    /// User ids besides the caller, at most 500.
     #[serde(default)]
     #[validate(length(max = 500))]
     pub participants: Vec<String>,
+    /// At most 50.
     #[serde(default)]
     #[validate(length(max = 50))]
     pub tags: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
 /// PUT/PATCH /api/conversations/:id, and the internal update (which merges metadata).
-#[derive(Debug, Clone, Default, Deserialize, Validate)]
+#[derive(Debug, Clone, Default, Deserialize, Validate, ToSchema)]
 pub struct UpdateConversationInput {
     #[serde(default)]
+    #[schema(value_type = Option<Status>)]
     pub status: Option<String>,
+    /// Replaces the tags; at most 50.
     #[serde(default)]
     #[validate(length(max = 50))]
     pub tags: Option<Vec<String>>,
+    /// Replaces the metadata; the internal API merges it key by key instead.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// An ISO-8601 date; null clears it. Also accepted as `endedAt`.
     #[serde(default, alias = "endedAt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<Value>,
     #[serde(default)]
     #[validate(length(max = 200))]

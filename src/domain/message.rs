@@ -1,8 +1,8 @@
 //! Messages: the document, its enums, and the rules for what a client may send.
 
-use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::time::{to_iso, Timestamp};
 use super::{parse_thread_id, sanitize_text, ValidationError};
@@ -13,8 +13,8 @@ pub const MAX_CONTENT_CHARS: usize = 10_000;
 pub const MAX_ATTACHMENTS: usize = 20;
 
 macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$m])*
+    ($(#[doc = $doc:literal])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
@@ -35,6 +35,21 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        // Written out rather than derived: the derive cannot read the variants' serde names
+        // when they come from this macro's arguments, and would document the Rust names.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let description: &str = concat!($($doc, "\n",)* "");
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(Self::ALL.iter().copied()))
+                    .description((!description.trim().is_empty()).then(|| description.trim().to_string()))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 pub(crate) use string_enum;
@@ -48,6 +63,7 @@ string_enum!(
     Role { User => "user", Assistant => "assistant", System => "system" }
 );
 string_enum!(
+    /// What a message holds; `system` is reserved for the service itself.
     MessageType {
         Text => "text", Audio => "audio", Video => "video", File => "file", Image => "image",
         System => "system",
@@ -80,12 +96,15 @@ impl MessageType {
 
 /// A file attached to a message. Built from client input only through `lenient_attachments`,
 /// which checks and cleans every field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attachment {
+    /// An http or https URL, stored percent-encoded.
     pub url: String,
+    /// A media type (`image/png`) or only its top-level type (`image`, `file`).
     #[serde(rename = "type")]
     pub kind: String,
     pub name: String,
+    /// Bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
 }
@@ -118,30 +137,106 @@ impl Message {
     }
 }
 
+// The serialization and the documented schema are both this one struct, so they cannot differ.
+/// A message, as REST answers, socket events and the internal API carry it.
+#[derive(Serialize, ToSchema)]
+struct MessageDocument<'a> {
+    /// The same as `id`, under MongoDB's name.
+    #[serde(rename = "_id")]
+    mongo_id: &'a str,
+    /// 24 hex characters; clients de-duplicate by it.
+    id: &'a str,
+    conversation_id: &'a str,
+    /// Null for the main thread.
+    thread_id: Option<&'a str>,
+    sender_type: SenderType,
+    sender_id: &'a str,
+    role: Role,
+    content: &'a str,
+    message_type: MessageType,
+    attachments: &'a [Attachment],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AiMetadata>)]
+    ai_metadata: Option<&'a Map<String, Value>>,
+    #[schema(value_type = MessageMetadata)]
+    metadata: &'a Map<String, Value>,
+    /// ISO-8601 UTC with milliseconds.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
 impl Serialize for Message {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("_id", &self.id)?;
-        m.serialize_entry("id", &self.id)?;
-        m.serialize_entry("conversation_id", &self.conversation_id)?;
-        m.serialize_entry("thread_id", &self.thread_id)?;
-        m.serialize_entry("sender_type", &self.sender_type)?;
-        m.serialize_entry("sender_id", &self.sender_id)?;
-        m.serialize_entry("role", &self.role)?;
-        m.serialize_entry("content", &self.content)?;
-        m.serialize_entry("message_type", &self.message_type)?;
-        m.serialize_entry("attachments", &self.attachments)?;
-        if let Some(ai) = &self.ai_metadata {
-            m.serialize_entry("ai_metadata", ai)?;
+        MessageDocument {
+            mongo_id: &self.id,
+            id: &self.id,
+            conversation_id: &self.conversation_id,
+            thread_id: self.thread_id.as_deref(),
+            sender_type: self.sender_type,
+            sender_id: &self.sender_id,
+            role: self.role,
+            content: &self.content,
+            message_type: self.message_type,
+            attachments: &self.attachments,
+            ai_metadata: self.ai_metadata.as_ref(),
+            metadata: &self.metadata,
+            created_at: to_iso(&self.created_at),
         }
-        m.serialize_entry("metadata", &self.metadata)?;
-        m.serialize_entry("created_at", &to_iso(&self.created_at))?;
-        m.end()
+        .serialize(s)
     }
 }
 
+impl utoipa::PartialSchema for Message {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        MessageDocument::schema()
+    }
+}
+
+impl ToSchema for Message {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        MessageDocument::schemas(schemas)
+    }
+}
+
+/// The known keys of a message's `metadata`; other services may add their own.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct MessageMetadata {
+    #[schema(format = DateTime)]
+    read_at: Option<String>,
+    #[schema(format = DateTime)]
+    delivered_at: Option<String>,
+    /// Set when the content was edited.
+    #[schema(format = DateTime)]
+    edited_at: Option<String>,
+    /// Set when the message was deleted; deleted messages are never listed or returned.
+    #[schema(format = DateTime)]
+    deleted_at: Option<String>,
+    reactions: Option<Vec<Reaction>>,
+    /// From the agent service's intent detection.
+    intent: Option<Value>,
+    /// From the agent service's sentiment analysis.
+    sentiment: Option<Value>,
+    #[serde(flatten)]
+    other: std::collections::HashMap<String, Value>,
+}
+
+/// How the agent service produced a reply.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct AiMetadata {
+    model: Option<String>,
+    tokens_used: Option<u64>,
+    /// Measured by this service: request to answer.
+    response_time_ms: Option<u64>,
+    temperature: Option<f64>,
+    finish_reason: Option<String>,
+    #[serde(flatten)]
+    other: std::collections::HashMap<String, Value>,
+}
+
 /// A reaction kept under `metadata.reactions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Reaction {
     pub emoji: String,
     pub user_id: String,
@@ -272,19 +367,29 @@ fn stringish<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
 
 /// What a client sends to post a message (`message:send`, or a REST POST body).
 /// Field names follow the socket payload; REST's snake_case spellings are accepted too.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageInput {
+    /// Required on `message:send`; over REST the path names the conversation.
     #[serde(default, alias = "conversation_id")]
+    #[schema(value_type = Option<String>)]
     pub conversation_id: Option<Value>,
+    /// 1 to 10 000 characters once trimmed; sanitized.
     #[serde(default)]
+    #[schema(value_type = String, required = true)]
     pub content: Option<Value>,
+    /// `text` by default.
     #[serde(default, alias = "message_type")]
+    #[schema(value_type = Option<MessageType>)]
     pub message_type: Option<Value>,
+    /// Null or absent: the main thread.
     #[serde(default, alias = "thread_id")]
+    #[schema(value_type = Option<String>)]
     pub thread_id: Option<Value>,
+    /// Also accepted as the same array in a JSON string; invalid entries are dropped.
     #[serde(default, deserialize_with = "lenient_attachments_de")]
     pub attachments: Vec<Attachment>,
+    /// The client's id for its message bubble, echoed in `message:error`.
     #[serde(default, alias = "temp_id", deserialize_with = "stringish")]
     pub temp_id: Option<String>,
 }

@@ -23,7 +23,8 @@ pub struct ValidationError {
     pub details: Vec<FieldError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One field of invalid input and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

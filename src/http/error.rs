@@ -4,9 +4,56 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::service::ServiceError;
+
+/// Every error answer of the REST API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    /// For invalid input: `[{ field, message }]`, or a sentence on what could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    /// Only on 429: "Please try again later".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ErrorBody {
+    fn new(error: impl Into<String>) -> Self {
+        ErrorBody { error: error.into(), details: None, message: None }
+    }
+
+    fn with_details(mut self, details: impl Serialize) -> Self {
+        self.details = serde_json::to_value(details).ok();
+        self
+    }
+}
+
+/// The errors any route under `/api` may answer with, for the OpenAPI document.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum ApiErrors {
+    /// Invalid input (`details` names each field), an unreadable body, query string or path
+    /// parameter, or a caller without a company.
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+    /// No token, or an invalid or expired one.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// No such conversation, message or thread in the caller's company.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Over the REST rate limit; `RateLimit-*` headers say when to retry.
+    #[response(status = 429)]
+    TooManyRequests(ErrorBody),
+    /// The store is unreachable or the node is stopping; for `/api/internal`, also when
+    /// `INTERNAL_SERVICE_TOKEN` is not set.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -57,35 +104,38 @@ impl IntoResponse for ApiError {
                     ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 let body = match &e {
-                    ServiceError::Validation(v) => json!({ "error": v.message, "details": v.details }),
-                    ServiceError::RateLimited => json!({ "error": "Too many requests", "message": "Please try again later" }),
-                    other => json!({ "error": other.to_string() }),
+                    ServiceError::Validation(v) => ErrorBody::new(&v.message).with_details(&v.details),
+                    ServiceError::RateLimited => {
+                        ErrorBody { message: Some("Please try again later".into()), ..ErrorBody::new("Too many requests") }
+                    }
+                    other => ErrorBody::new(other.to_string()),
                 };
                 (status, body)
             }
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, ErrorBody::new(m)),
             ApiError::Malformed(part, details) => {
                 let error = match part {
                     RequestPart::Body => "Invalid request body",
                     RequestPart::Query => "Invalid query string",
                     RequestPart::Path => "Invalid path",
                 };
-                (StatusCode::BAD_REQUEST, json!({ "error": error, "details": details }))
+                (StatusCode::BAD_REQUEST, ErrorBody::new(error).with_details(details))
             }
             ApiError::PayloadTooLarge => {
                 // The rest of the body is never read, so the connection cannot carry another
                 // request: say so, or a client may reuse it and see its next request fail.
-                let body = Json(json!({ "error": "Request body too large" }));
+                let body = Json(ErrorBody::new("Request body too large"));
                 return (StatusCode::PAYLOAD_TOO_LARGE, [(axum::http::header::CONNECTION, "close")], body).into_response();
             }
-            ApiError::InternalApiDisabled => {
-                (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "Internal API is disabled: INTERNAL_SERVICE_TOKEN is not set" }))
-            }
-            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, json!({ "error": "Not found" })),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, json!({ "error": "Method not allowed" })),
-            ApiError::UriTooLong => (StatusCode::URI_TOO_LONG, json!({ "error": "URI too long" })),
+            ApiError::InternalApiDisabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::new("Internal API is disabled: INTERNAL_SERVICE_TOKEN is not set"),
+            ),
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Not found")),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorBody::new("Method not allowed")),
+            ApiError::UriTooLong => (StatusCode::URI_TOO_LONG, ErrorBody::new("URI too long")),
             ApiError::HeadersTooLarge => {
-                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, json!({ "error": "Request header fields too large" }))
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ErrorBody::new("Request header fields too large"))
             }
         };
         (status, Json(body)).into_response()

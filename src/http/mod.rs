@@ -3,21 +3,24 @@
 
 pub mod client_address;
 mod conversations;
+pub mod docs;
 pub mod error;
 mod extract;
+mod health;
 mod internal;
 mod messages;
 pub mod middleware;
 mod threads;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::{Extension, Router};
+use utoipa::openapi::path::{Operation, PathItem};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticator;
 use error::ApiError;
@@ -41,40 +44,97 @@ pub struct ApiContext {
     pub trusted_proxies: Arc<client_address::TrustedProxies>,
 }
 
-/// The REST routes. CORS is added by `app` around both REST and Socket.IO.
-pub fn router(ctx: ApiContext) -> Router {
-    let api = Router::new()
-        .route("/conversations", get(conversations::list).post(conversations::create))
-        .route(
-            "/conversations/{id}",
-            get(conversations::get).put(conversations::update).patch(conversations::update).delete(conversations::delete),
-        )
-        .route("/conversations/{id}/messages", get(messages::list).post(messages::create))
-        .route("/conversations/{id}/messages/{mid}", patch(messages::edit).delete(messages::delete))
-        .route("/conversations/{id}/threads", post(threads::create))
-        .route("/conversations/{id}/threads/{tid}", get(threads::get).post(threads::post_message))
-        .route("/conversations/{id}/participants", post(conversations::add_participant))
-        .route("/conversations/{id}/participants/{user_id}", axum::routing::delete(conversations::remove_participant))
-        .route("/conversations/{id}/presence", get(conversations::presence))
-        .route("/internal/messages/emit", post(internal::emit))
-        .route("/internal/messages/create", post(internal::create))
-        .route("/internal/messages/list", post(internal::list))
-        .route("/internal/conversations/{id}", patch(internal::update_conversation).put(internal::update_conversation))
-        .route(
-            "/internal/conversations/{id}/update",
-            patch(internal::update_conversation).post(internal::update_conversation).put(internal::update_conversation),
-        )
-        .fallback(route_not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), middleware::rate_limit));
+/// `{ success: true }`
+#[derive(Serialize, ToSchema)]
+pub struct Success {
+    pub success: bool,
+}
 
-    let router = Router::new()
-        .route("/health", get(health))
-        .method_not_allowed_fallback(method_not_allowed)
+impl Success {
+    fn yes() -> Self {
+        Success { success: true }
+    }
+}
+
+/// The REST routes and their OpenAPI document, built from one list of handlers: each
+/// handler's `#[utoipa::path]` gives both its route and its operation, so no route can be
+/// served undocumented. CORS is added by `app` around both REST and Socket.IO.
+pub fn router(ctx: ApiContext) -> Router {
+    let api = OpenApiRouter::new()
+        .routes(routes!(conversations::list, conversations::create))
+        .routes(routes!(conversations::get, conversations::update, conversations::delete))
+        .routes(routes!(conversations::add_participant))
+        .routes(routes!(conversations::remove_participant))
+        .routes(routes!(conversations::presence))
+        .routes(routes!(messages::list, messages::create))
+        .routes(routes!(messages::edit, messages::delete))
+        .routes(routes!(threads::create))
+        .routes(routes!(threads::get, threads::post_message))
+        .routes(routes!(internal::emit))
+        .routes(routes!(internal::create))
+        .routes(routes!(internal::list))
+        .routes(routes!(internal::update_conversation))
+        .routes(routes!(internal::update_conversation_at_update))
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::page));
+    let api = keep_document(api, |api| {
+        api.fallback(route_not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(ctx.clone(), middleware::rate_limit))
+    });
+    let top = OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).routes(routes!(health::health));
+    let (router, mut document) = keep_document(top, |top| top.method_not_allowed_fallback(method_not_allowed))
         .nest("/api", api)
+        .split_for_parts();
+    unique_operation_ids(&mut document);
+    let document = docs::ApiDocument(serde_json::to_vec(&document).expect("the API document is JSON").into());
+    let router = router
         .fallback(route_not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(Extension(document));
     middleware::with_security_headers(router).with_state(ctx)
+}
+
+/// Applies to `routes` what `OpenApiRouter` does not pass through to axum, keeping its document.
+fn keep_document<S: Clone + Send + Sync + 'static>(
+    routes: OpenApiRouter<S>,
+    change: impl FnOnce(Router<S>) -> Router<S>,
+) -> OpenApiRouter<S> {
+    let (router, document) = routes.split_for_parts();
+    let mut routes = OpenApiRouter::from(change(router));
+    *routes.get_openapi_mut() = document;
+    routes
+}
+
+/// A handler served under several methods is one operation per method in the document, and
+/// operation ids must be unique: each of those gets its method appended (`updateConversationPut`).
+fn unique_operation_ids(document: &mut utoipa::openapi::OpenApi) {
+    fn operations(item: &mut PathItem) -> [(&'static str, &mut Option<Operation>); 5] {
+        [
+            ("Get", &mut item.get),
+            ("Put", &mut item.put),
+            ("Post", &mut item.post),
+            ("Delete", &mut item.delete),
+            ("Patch", &mut item.patch),
+        ]
+    }
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for item in document.paths.paths.values_mut() {
+        for (_, operation) in operations(item) {
+            if let Some(id) = operation.as_ref().and_then(|o| o.operation_id.clone()) {
+                *uses.entry(id).or_default() += 1;
+            }
+        }
+    }
+    for item in document.paths.paths.values_mut() {
+        for (method, operation) in operations(item) {
+            if let Some(id) = operation.as_mut().and_then(|o| o.operation_id.as_mut())
+                && uses[id.as_str()] > 1
+            {
+                id.push_str(method);
+            }
+        }
+    }
 }
 
 async fn route_not_found() -> ApiError {
@@ -83,32 +143,4 @@ async fn route_not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// 200 while the store answers. Redis being unreachable is reported as `degraded` (the node
-/// keeps serving on its own) and does not fail the check.
-async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
-    let timestamp = crate::domain::time::to_iso(&crate::domain::time::now());
-    let store = ctx.service.health().await;
-    let mut checks = serde_json::Map::new();
-    checks.insert(
-        "store".into(),
-        match &store {
-            Ok(kind) => json!({ "status": "ok", "kind": kind }),
-            Err(e) => json!({ "status": "down", "kind": ctx.service.store().kind(), "error": e }),
-        },
-    );
-    let redis_up = ctx.cluster.as_ref().map(|c| c.is_up());
-    if let Some(up) = redis_up {
-        checks.insert(
-            "redis".into(),
-            if up { json!({ "status": "ok" }) } else { json!({ "status": "degraded", "error": "unreachable; serving from this node only" }) },
-        );
-    }
-    let (code, status) = match (&store, redis_up) {
-        (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "error"),
-        (Ok(_), Some(false)) => (StatusCode::OK, "degraded"),
-        (Ok(_), _) => (StatusCode::OK, "ok"),
-    };
-    (code, Json(json!({ "status": status, "service": "chat-service", "timestamp": timestamp, "checks": checks })))
 }

@@ -1,6 +1,7 @@
 //! Conversation operations: list, create, read, update, delete, participants.
 
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::events::{self, raw, ConversationUpdated, UserInRoom};
 use super::{ChatService, ServiceError, ServiceResult, CONVERSATION_NOT_FOUND};
@@ -15,19 +16,29 @@ use crate::store::Page;
 use validator::Validate;
 
 /// The query string of GET /api/conversations, as received.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConversationQuery {
+    #[param(value_type = Option<Status>)]
     pub status: Option<String>,
+    #[param(value_type = Option<Channel>)]
     pub channel: Option<String>,
     pub contact_id: Option<String>,
     pub agent_id: Option<String>,
+    /// Conversations carrying this tag.
     pub tag: Option<String>,
+    /// A case-insensitive substring of the title, summary or a tag.
     pub q: Option<String>,
+    /// Earliest `started_at`, inclusive: ISO-8601, `YYYY-MM-DD` or epoch milliseconds.
     #[serde(rename = "startDate")]
     pub start_date: Option<String>,
+    /// Latest `started_at`, inclusive; a bare date includes that whole day.
     #[serde(rename = "endDate")]
     pub end_date: Option<String>,
+    /// 50 by default, at most 1000.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    #[param(value_type = Option<u64>)]
     pub offset: Option<String>,
 }
 

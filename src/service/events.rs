@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::domain::{Conversation, Message, Thread};
 
@@ -52,14 +53,15 @@ pub fn raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageNew<'a> {
     pub conversation_id: &'a str,
+    #[schema(value_type = Message)]
     pub message: &'a RawValue,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageEdited<'a> {
     pub conversation_id: &'a str,
@@ -67,7 +69,7 @@ pub struct MessageEdited<'a> {
     pub message: &'a Message,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageDeleted<'a> {
     pub conversation_id: &'a str,
@@ -75,7 +77,7 @@ pub struct MessageDeleted<'a> {
     pub thread_id: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Typing<'a> {
     pub conversation_id: &'a str,
@@ -83,35 +85,38 @@ pub struct Typing<'a> {
     pub is_typing: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserInRoom<'a> {
     pub conversation_id: &'a str,
     pub user_id: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = PresenceUpdate)]
 pub struct Presence<'a> {
     pub user_id: &'a str,
+    /// `online` or `offline`.
     pub status: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ThreadCreated<'a> {
     pub conversation_id: &'a str,
     pub thread: &'a Thread,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ThreadSwitched<'a> {
     pub conversation_id: &'a str,
+    /// Null: the main thread.
     pub thread_id: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ThreadUpdated<'a> {
     pub conversation_id: &'a str,
@@ -120,7 +125,7 @@ pub struct ThreadUpdated<'a> {
     pub message_count: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationUpdated<'a> {
     pub conversation_id: &'a str,
@@ -128,7 +133,7 @@ pub struct ConversationUpdated<'a> {
 }
 
 /// `conversation:joined`, to the joining socket only.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationJoined<'a> {
     pub id: &'a str,
@@ -150,16 +155,19 @@ impl<'a> ConversationJoined<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorEvent<'a> {
     pub message: &'a str,
+    /// For invalid input: each offending field.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::domain::FieldError>>)]
     pub details: Option<&'a serde_json::Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageErrorEvent<'a> {
+    /// The `tempId` of the refused `message:send`.
     pub message_id: &'a str,
     pub error: &'a str,
 }

@@ -2,6 +2,7 @@
 //! the service token. They are not confined to one company; the caller is trusted.
 
 use serde::Deserialize;
+use utoipa::ToSchema;
 use serde_json::{Map, Value};
 
 use super::events::raw;
@@ -15,23 +16,39 @@ use crate::domain::{
 };
 use crate::store::Page;
 
-#[derive(Debug, Deserialize)]
+/// POST /api/internal/messages/create.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InternalCreateInput {
+    #[schema(value_type = String)]
     pub conversation_id: Option<Value>,
+    /// 1 to 10 000 characters once trimmed; sanitized.
+    #[schema(value_type = String)]
     pub content: Option<Value>,
+    #[schema(value_type = SenderType)]
     pub sender_type: Option<String>,
+    /// Defaults to the conversation's agent for `agent`, its contact (else `service`) for
+    /// `user`, and `system` for `system`.
     pub sender_id: Option<String>,
+    /// Defaults to `audio`.
+    #[schema(value_type = Option<MessageType>)]
     pub message_type: Option<String>,
+    /// Null or absent: the main thread.
+    #[schema(value_type = Option<String>)]
     pub thread_id: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// POST /api/internal/messages/list.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InternalListInput {
+    #[schema(value_type = String)]
     pub company_id: Option<Value>,
+    /// 100 by default, at most 1000.
     pub limit: Option<i64>,
+    /// Bounds `created_at`, inclusive: ISO-8601, `YYYY-MM-DD` or epoch milliseconds.
     pub start_date: Option<String>,
     pub end_date: Option<String>,
 }

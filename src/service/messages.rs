@@ -51,6 +51,21 @@ impl MessagePatch {
     }
 }
 
+// Documents the body that `MessagePatch::from_value` reads; a struct could not tell an absent
+// `reaction` from a null one.
+/// Any of these; at least one.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct MessageEdit {
+    /// New content (the sender only); sets `metadata.edited_at`.
+    content: Option<String>,
+    /// Sets `metadata.read_at`.
+    mark_as_read: Option<bool>,
+    /// Toggles the caller's reaction with this emoji; null removes the caller's reactions.
+    reaction: Option<String>,
+}
+
 /// A catch-up read: what a client that has a message has not seen since, oldest first.
 #[derive(Debug)]
 pub struct MessagesAfter {

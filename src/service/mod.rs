@@ -20,7 +20,7 @@ pub use conversations::ConversationQuery;
 pub use error::{ServiceError, ServiceResult};
 pub use events::{Broadcaster, NoBroadcast};
 pub use internal::{InternalCreateInput, InternalListInput};
-pub use messages::{MessagePatch, MessagesAfter};
+pub use messages::{MessageEdit, MessagePatch, MessagesAfter};
 
 use crate::agent::AgentClient;
 use crate::auth::{Principal, PrincipalKind};
