@@ -4,6 +4,8 @@
 (function () {
   const root = document.getElementById("doc");
   const METHODS = ["get", "post", "put", "patch", "delete"];
+  // Names of the document's schemas: a code span naming one links to it.
+  let schemaNames = new Set();
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -22,7 +24,7 @@
     let last = 0, m;
     while ((m = re.exec(text))) {
       if (m.index > last) out.push(text.slice(last, m.index));
-      if (m[1] !== undefined) out.push(el("code", null, m[1]));
+      if (m[1] !== undefined) out.push(schemaNames.has(m[1]) ? schemaLink(m[1], el("code", null, m[1])) : el("code", null, m[1]));
       else if (m[2] !== undefined) out.push(el("strong", null, inline(m[2])));
       else if (/^(#|https?:\/\/)/.test(m[4])) out.push(el("a", { href: m[4] }, m[3]));
       else out.push(m[3]);
@@ -74,7 +76,7 @@
   }
 
   const refName = (ref) => ref.split("/").pop();
-  const schemaLink = (name) => el("a", { href: "#schema-" + name }, name);
+  const schemaLink = (name, label) => el("a", { href: "#schema-" + name }, label || name);
 
   // A one-line description of a schema's type, with links to named schemas.
   function typeOf(s) {
@@ -151,6 +153,7 @@
       }
     }
     const components = doc.components || {};
+    schemaNames = new Set(Object.keys(components.schemas || {}));
     root.replaceChildren(el("div", null,
       el("h1", null, info.title || "API"),
       el("p", { class: "muted" }, "Version ", info.version || "?", " · OpenAPI ", doc.openapi, " · ", el("a", { href: "openapi.json" }, "openapi.json")),
@@ -169,5 +172,13 @@
   fetch("openapi.json", { headers: { accept: "application/json" } })
     .then((r) => (r.ok ? r.json() : Promise.reject(new Error("HTTP " + r.status))))
     .then(render)
+    .then(() => {
+      // The target of a link into the page exists only now.
+      const target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+      if (target) {
+        if (target.tagName === "DETAILS") target.open = true;
+        target.scrollIntoView();
+      }
+    })
     .catch((e) => root.replaceChildren(el("p", null, "Could not load openapi.json: " + e.message)));
 })();
