@@ -28,10 +28,12 @@ pub struct Route {
 }
 
 const MESSAGE_KEYS: &[&str] = &["content", "messageType", "threadId", "attachments", "tempId", "conversationId"];
-const PAGE_KEYS: &[&str] = &["limit", "offset", "thread_id"];
+const PAGE_KEYS: &[&str] = &["limit", "offset", "thread_id", "after"];
 
 pub const ROUTES: &[Route] = &[
     Route { path: "/health", methods: &["GET"], query_keys: &[], body_keys: &[], internal: false },
+    Route { path: "/openapi.json", methods: &["GET"], query_keys: &[], body_keys: &[], internal: false },
+    Route { path: "/docs", methods: &["GET"], query_keys: &[], body_keys: &[], internal: false },
     Route {
         path: "/conversations",
         methods: &["GET", "POST"],
