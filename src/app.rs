@@ -21,12 +21,14 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::connections::ConnectionsPerAddress;
 use crate::http::{self, ApiContext};
+use crate::metrics::{Limit, Metrics};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::realtime::{self, Realtime, SocketBroadcaster, SocketShutdown};
 use crate::service::ChatService;
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::cached::CachedStore;
+use crate::store::metered::MeteredStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -97,25 +99,34 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         Some(url) => Some(Cluster::connect(url, &config.redis_prefix).await?),
         None => None,
     };
+    let metrics = Arc::new(Metrics::new(config.metrics));
+    if let Some(cluster) = &cluster {
+        metrics.watch_redis(cluster.clone());
+    }
     let mut store = open_store(config).await?;
+    if metrics.enabled() {
+        store = Arc::new(MeteredStore::new(store, &metrics));
+    }
     if let Some(cluster) = cluster.as_ref().filter(|_| !config.cache_ttl.is_zero()) {
-        store = Arc::new(CachedStore::new(store, cluster.clone(), config.cache_ttl));
+        store = Arc::new(CachedStore::new(store, cluster.clone(), config.cache_ttl, metrics.clone()));
     }
 
     let (secret, generated) = match &config.jwt_secret {
         Some(s) => (s.clone(), false),
         None => (Alphanumeric.sample_string(&mut rand::rng(), 48), true),
     };
-    let auth = Arc::new(Authenticator::new(
-        &secret,
-        config.allow_legacy_widget_tokens,
-        config.internal_service_token.clone(),
-    ));
+    let auth = Arc::new(
+        Authenticator::new(&secret, config.allow_legacy_widget_tokens, config.internal_service_token.clone())
+            .with_metrics_token(config.metrics_token.clone()),
+    );
     let demo_token = generated.then(|| auth.issue_user_token("demo-user", "demo-company", 24 * 3600));
 
-    let limiter = |max, window, name| match &cluster {
-        Some(c) => RateLimiter::shared(max, window, name, c.clone()),
-        None => RateLimiter::new(max, window),
+    let limiter = |max, window, name, limit| {
+        let limiter = match &cluster {
+            Some(c) => RateLimiter::shared(max, window, name, c.clone()),
+            None => RateLimiter::new(max, window),
+        };
+        limiter.counting_refusals(metrics.rate_limit_refusals(limit))
     };
     let parts = Parts {
         store,
@@ -124,11 +135,12 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
             Some(c) => Presence::shared(c.clone(), config.presence_ttl),
             None => Presence::default(),
         }),
-        message_limiter: limiter(config.socket_message_limit, config.socket_limit_window, "socket-message"),
-        typing_limiter: limiter(config.socket_typing_limit, config.socket_limit_window, "socket-typing"),
-        rest_limiter: Arc::new(limiter(config.rate_limit_max, config.rate_limit_window, "rest")),
+        message_limiter: limiter(config.socket_message_limit, config.socket_limit_window, "socket-message", Limit::SocketMessage),
+        typing_limiter: limiter(config.socket_typing_limit, config.socket_limit_window, "socket-typing", Limit::SocketTyping),
+        rest_limiter: Arc::new(limiter(config.rate_limit_max, config.rate_limit_window, "rest", Limit::Rest)),
         cluster: cluster.clone(),
-        agent: AgentClient::from_config(config)?,
+        agent: AgentClient::from_config(config, metrics.clone())?,
+        metrics,
     };
     let presence = parts.presence.clone();
     let builder = SocketIo::builder()
@@ -178,6 +190,7 @@ struct Parts {
     rest_limiter: Arc<RateLimiter>,
     cluster: Option<Arc<Cluster>>,
     agent: Option<AgentClient>,
+    metrics: Arc<Metrics>,
 }
 
 /// What `assemble` returns, whichever Socket.IO adapter it used.
@@ -194,8 +207,9 @@ fn assemble<A: Adapter + DefinedAdapter>(
     parts: Parts,
     config: &Config,
 ) -> (Assembled, A::InitRes) {
-    let broadcaster = Arc::new(SocketBroadcaster::<A>::default());
-    let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events);
+    let metrics = parts.metrics;
+    let broadcaster = Arc::new(SocketBroadcaster::<A>::new(metrics.clone()));
+    let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events, metrics.clone());
     if let Some(agent) = parts.agent {
         service = service.with_agent(agent);
     }
@@ -211,8 +225,16 @@ fn assemble<A: Adapter + DefinedAdapter>(
         pending_sends: Arc::default(),
         max_pending_sends: config.max_pending_sends,
         closing: AtomicBool::new(false),
+        metrics: metrics.clone(),
     });
+    metrics.watch_pending_sends(realtime.pending_sends.clone());
     let (socket_layer, io) = builder.with_state(realtime.clone()).build_layer();
+    let sockets_of = io.clone();
+    metrics.watch_transports(move || {
+        let sockets = sockets_of.sockets();
+        let websocket = sockets.iter().filter(|s| s.transport_type() == socketioxide::TransportType::Websocket).count();
+        (websocket as u64, (sockets.len() - websocket) as u64)
+    });
     let ready = realtime::attach(&io);
     let sockets = SocketShutdown::new(realtime, io.clone());
     broadcaster.attach(io);
@@ -223,6 +245,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
         rest_limiter: parts.rest_limiter,
         presence: parts.presence,
         cluster: parts.cluster,
+        metrics,
     };
     // Request heads are bounded outside the Socket.IO layer, so handshakes and polling
     // requests are held to the same limits as REST.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod connections;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod presence;
 pub mod ratelimit;
 pub mod realtime;

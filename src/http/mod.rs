@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::auth::Authenticator;
 use error::ApiError;
 use crate::cluster::Cluster;
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::service::ChatService;
@@ -36,6 +37,7 @@ pub struct ApiContext {
     pub presence: Arc<Presence>,
     /// Set when the service runs with Redis; `/health` reports it.
     pub cluster: Option<Arc<Cluster>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The REST routes. CORS is added by `app` around both REST and Socket.IO.
@@ -70,8 +72,18 @@ pub fn router(ctx: ApiContext) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .nest("/api", api)
         .fallback(route_not_found)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), middleware::count_answers))
+        .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     middleware::with_security_headers(router).with_state(ctx)
+}
+
+/// Prometheus scrapes this (README "Metrics").
+async fn metrics(State(ctx): State<ApiContext>, _reader: extract::MetricsReader) -> axum::response::Response {
+    if !ctx.metrics.enabled() {
+        return ApiError::RouteNotFound.into_response();
+    }
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], ctx.metrics.render()).into_response()
 }
 
 async fn route_not_found() -> ApiError {

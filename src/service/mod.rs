@@ -24,6 +24,7 @@ pub use messages::{MessagePatch, MessagesAfter};
 use crate::agent::AgentClient;
 use crate::auth::{Principal, PrincipalKind};
 use crate::domain::{parse_object_id, Conversation, ConversationFilter};
+use crate::metrics::Metrics;
 use crate::store::{Scope, Store};
 
 /// What a principal is told when it may not do something. A widget is told that the
@@ -46,11 +47,12 @@ pub struct ChatService {
     legacy_events: bool,
     /// The agent service's work on users' messages; `None`: no agent calls at all.
     agent: Option<Arc<agent::AgentWork>>,
+    metrics: Arc<Metrics>,
 }
 
 impl ChatService {
-    pub fn new(store: Arc<dyn Store>, broadcaster: Arc<dyn Broadcaster>, legacy_events: bool) -> Self {
-        ChatService { store, broadcaster, legacy_events, agent: None }
+    pub fn new(store: Arc<dyn Store>, broadcaster: Arc<dyn Broadcaster>, legacy_events: bool, metrics: Arc<Metrics>) -> Self {
+        ChatService { store, broadcaster, legacy_events, agent: None, metrics }
     }
 
     /// Answers users' text messages through the agent service (see `agent`).
