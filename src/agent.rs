@@ -10,7 +10,7 @@
 //! - only the calls that are safe to repeat (detection, summaries) are retried, and only when
 //!   no connection could be made, so a request the agent may have acted on is never sent twice.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -167,6 +167,17 @@ pub struct AgentClient {
     metrics: Arc<Metrics>,
     /// Messages holding an `Admission`.
     pending_gauge: Gauge,
+    /// How the last call that finished failed; `None` once one succeeds.
+    last_failure: Mutex<Option<String>>,
+}
+
+/// The agent service as the last call found it, for `/health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentHealth {
+    /// Why the last finished call failed; `None` when it succeeded (or none was made yet).
+    pub last_failure: Option<String>,
+    /// User messages whose agent work is queued or running.
+    pub pending: u64,
 }
 
 impl AgentClient {
@@ -190,7 +201,13 @@ impl AgentClient {
             pending: Arc::new(Semaphore::new(config.agent_max_pending)),
             pending_gauge: metrics.agent_pending(),
             metrics,
+            last_failure: Mutex::new(None),
         }))
+    }
+
+    pub fn health(&self) -> AgentHealth {
+        let last_failure = self.last_failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        AgentHealth { last_failure, pending: self.pending_gauge.get().max(0) as u64 }
     }
 
     /// Takes a place for one user message's agent work, unless `AGENT_MAX_PENDING` messages
@@ -279,6 +296,7 @@ impl AgentClient {
         };
         let result = tokio::time::timeout_at(deadline, attempts).await.unwrap_or(Err(AgentError::Timeout));
         self.metrics.agent_call(call, started, result.as_ref().err().map(AgentError::kind));
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().map(|e| e.to_string());
         result
     }
 

@@ -14,6 +14,7 @@ use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 
+use crate::admin::recent_errors::RecentErrors;
 use crate::agent::AgentClient;
 use crate::auth::Authenticator;
 use crate::cluster::pubsub::PubSub;
@@ -94,7 +95,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(store)
 }
 
-pub async fn build(config: &Config) -> Result<App, StartError> {
+/// The service as `config` describes it. `recent_errors` is what the admin console lists: the
+/// binary fills it from its log (see `main`).
+pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<App, StartError> {
     let cluster = match &config.redis_url {
         Some(url) => Some(Cluster::connect(url, &config.redis_prefix).await?),
         None => None,
@@ -141,6 +144,7 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         cluster: cluster.clone(),
         agent: AgentClient::from_config(config, metrics.clone())?,
         metrics,
+        recent_errors,
     };
     let presence = parts.presence.clone();
     let builder = SocketIo::builder()
@@ -191,6 +195,7 @@ struct Parts {
     cluster: Option<Arc<Cluster>>,
     agent: Option<AgentClient>,
     metrics: Arc<Metrics>,
+    recent_errors: Arc<RecentErrors>,
 }
 
 /// What `assemble` returns, whichever Socket.IO adapter it used.
@@ -246,6 +251,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
         presence: parts.presence,
         cluster: parts.cluster,
         metrics,
+        recent_errors: parts.recent_errors,
     };
     // Request heads are bounded outside the Socket.IO layer, so handshakes and polling
     // requests are held to the same limits as REST.

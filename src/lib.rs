@@ -1,6 +1,7 @@
 //! A real-time chat service: Socket.IO and REST on one port, a drop-in replacement for the
 //! Node.js chat service. See README.md for the architecture and `app` for how it is assembled.
 
+pub mod admin;
 pub mod agent;
 pub mod app;
 pub mod auth;

@@ -261,6 +261,8 @@ async fn reply_flow_sends_the_contract_request_and_broadcasts_the_stored_reply()
     let contents: Vec<&str> = stored.iter().map(|m| m["content"].as_str().unwrap()).collect();
     assert_eq!(contents, ["How can I help?", "Where is my order?", "Echo: Where is my order?"]);
     assert_eq!(stored[2], reply, "the broadcast reply is the stored one");
+    let (_, health) = common::send(chat.app.http.get(chat.app.url("/health"))).await;
+    assert_eq!(health["checks"]["agent"]["status"], "ok", "{health}");
     let metrics = chat.app.scrape(None).await;
     assert_eq!(metrics.value(r#"chat_agent_call_duration_seconds_count{call="reply"}"#), 1.0);
     assert_eq!(metrics.value(r#"chat_messages_sent_total{sender_type="agent"}"#), 2.0, "the reply and the internal create");
@@ -459,6 +461,10 @@ async fn an_agent_slower_than_the_timeout_gives_the_system_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_agent_gives_the_system_message() {
     let mut chat = reply_fails_with_a_system_message(&closed_port_url(), &[]).await;
+    let (status, health) = common::send(chat.app.http.get(chat.app.url("/health"))).await;
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "the agent never fails the node: {health}");
+    assert_eq!(health["checks"]["agent"]["status"], "failing", "{health}");
+    assert!(health["checks"]["agent"]["error"].as_str().unwrap().contains("unreachable"), "{health}");
     // The service carries on: the next message is stored and broadcast as usual.
     let sent = chat.send("Still there?").await;
     chat.wait_broadcast_of(&sent).await;

@@ -60,6 +60,24 @@ where
     }
 }
 
+/// An admin (`Principal::is_admin`), by their JWT.
+pub struct AdminCaller;
+
+impl<S> FromRequestParts<S> for AdminCaller
+where
+    ApiContext: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctx = ApiContext::from_ref(state);
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = bearer(header).ok_or(ApiError::Unauthorized("Missing or invalid authorization header"))?;
+        admin(&ctx, token).map(|_| AdminCaller)
+    }
+}
+
 fn admin(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
     match ctx.auth.verify(token) {
         Ok(p) if p.is_admin() => Ok(p),

@@ -1,6 +1,7 @@
 //! The REST API (axum): one module per resource, one `ApiContext`, one error type. Handlers
 //! parse the request, call the service, and shape the answer; nothing else.
 
+mod admin;
 mod conversations;
 pub mod error;
 mod extract;
@@ -18,6 +19,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::admin::recent_errors::RecentErrors;
 use crate::auth::Authenticator;
 use error::ApiError;
 use crate::cluster::Cluster;
@@ -38,6 +40,8 @@ pub struct ApiContext {
     /// Set when the service runs with Redis; `/health` reports it.
     pub cluster: Option<Arc<Cluster>>,
     pub metrics: Arc<Metrics>,
+    /// What the admin console lists as recent errors.
+    pub recent_errors: Arc<RecentErrors>,
 }
 
 /// The REST routes. CORS is added by `app` around both REST and Socket.IO.
@@ -74,6 +78,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .fallback(route_not_found)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), middleware::count_answers))
         .route("/metrics", get(metrics))
+        .route("/admin", get(admin::page))
+        .route("/admin/assets/{name}", get(admin::asset))
+        .route("/admin/api/errors", get(admin::recent_errors))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     middleware::with_security_headers(router).with_state(ctx)
 }
@@ -95,7 +102,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// 200 while the store answers. Redis being unreachable is reported as `degraded` (the node
-/// keeps serving on its own) and does not fail the check.
+/// keeps serving on its own) and does not fail the check. The agent service is reported as
+/// its last call found it, and changes nothing: users' messages never wait for it.
 async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let timestamp = crate::domain::time::to_iso(&crate::domain::time::now());
     let store = ctx.service.health().await;
@@ -112,6 +120,15 @@ async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
         checks.insert(
             "redis".into(),
             if up { json!({ "status": "ok" }) } else { json!({ "status": "degraded", "error": "unreachable; serving from this node only" }) },
+        );
+    }
+    if let Some(agent) = ctx.service.agent_health() {
+        checks.insert(
+            "agent".into(),
+            match agent.last_failure {
+                None => json!({ "status": "ok", "pending": agent.pending }),
+                Some(e) => json!({ "status": "failing", "pending": agent.pending, "error": e }),
+            },
         );
     }
     let (code, status) = match (&store, redis_up) {

@@ -21,7 +21,7 @@ pub use events::{Broadcaster, NoBroadcast};
 pub use internal::{InternalCreateInput, InternalListInput};
 pub use messages::{MessagePatch, MessagesAfter};
 
-use crate::agent::AgentClient;
+use crate::agent::{AgentClient, AgentHealth};
 use crate::auth::{Principal, PrincipalKind};
 use crate::domain::{parse_object_id, Conversation, ConversationFilter};
 use crate::metrics::Metrics;
@@ -119,6 +119,11 @@ impl ChatService {
         for conversation_id in &targets {
             self.emit(conversation_id, events::PRESENCE_UPDATE, &payload).await;
         }
+    }
+
+    /// How the agent service is doing; `None` when none is configured.
+    pub fn agent_health(&self) -> Option<AgentHealth> {
+        self.agent.as_ref().map(|work| work.client().health())
     }
 
     /// `Ok` with the store's name when it answers.
