@@ -3,8 +3,9 @@
 # WebSocket, including two nodes sharing one Redis), the store contract suite on SQLite and
 # MongoDB, and the Socket.IO compatibility suite (socket.io-client 4.8 and python-socketio)
 # against a freshly built server binary: on the embedded store, on two nodes sharing Redis
-# with clients spread over both, and on MongoDB. The test servers (redis-server, a MongoDB
-# wire server) are started on free loopback ports first and stopped at the end.
+# with clients spread over both, and on MongoDB; and the admin console in headless Chromium.
+# The test servers (redis-server, a MongoDB wire server) are started on free loopback ports
+# first and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,5 +42,8 @@ step "Socket.IO compatibility suite on MongoDB"
 
 step "MongoDB data compatibility with the sibling services' Mongoose models"
 (cd compat-tests/mongoose && npm test)
+
+step "Admin console in headless Chromium"
+(cd compat-tests/browser && npm test)
 
 step "all tests passed"
