@@ -287,22 +287,27 @@ impl Metrics {
     /// (`METRICS=off`): nothing is recorded and `render` is never served.
     pub fn new(enabled: bool) -> Self {
         let mut r = Registry::default();
-        let counters = |r: &mut Registry, name: &str, help: &str, label: &'static str, values: &[&'static str]| {
-            let family = Family::<Labels, Counter>::default();
-            r.register(name, help, family.clone());
-            values.iter().map(|v| family.get_or_create_owned(&vec![(label, *v)])).collect::<Vec<_>>()
-        };
-        let fixed = |v: Vec<Counter>| -> [Counter; 2] { v.try_into().expect("two label values") };
-
-        let events_received = counters(&mut r, "chat_socket_events_received", "Socket.IO events received from clients, by event name", "event", &EventIn::ALL.map(EventIn::name))
-            .try_into()
-            .expect("one per event");
-        let events_emitted = counters(&mut r, "chat_socket_events_emitted", "Socket.IO events emitted, by event name: one per emit, whatever the number of recipients", "event", &EVENTS_OUT)
-            .try_into()
-            .expect("one per event");
-        let messages_sent = counters(&mut r, "chat_messages_sent", "Messages stored and broadcast, by sender type", "sender_type", &["user", "agent", "system"])
-            .try_into()
-            .expect("one per sender type");
+        let events_received = counters(
+            &mut r,
+            "chat_socket_events_received",
+            "Socket.IO events received from clients, by event name",
+            "event",
+            EventIn::ALL.map(EventIn::name),
+        );
+        let events_emitted = counters(
+            &mut r,
+            "chat_socket_events_emitted",
+            "Socket.IO events emitted, by event name: one per emit, whatever the number of recipients",
+            "event",
+            EVENTS_OUT,
+        );
+        let messages_sent = counters(
+            &mut r,
+            "chat_messages_sent",
+            "Messages stored and broadcast, by sender type",
+            "sender_type",
+            ["user", "agent", "system"],
+        );
 
         let broadcast_recipients = Histogram::new(RECIPIENTS, Scale::One);
         r.register(
@@ -332,8 +337,9 @@ impl Metrics {
         );
 
         let entries = ["conversation", "message_page"];
-        let cache_hits = fixed(counters(&mut r, "chat_cache_hits", "Read-cache lookups answered from Redis, by entry", "entry", &entries));
-        let cache_misses = fixed(counters(&mut r, "chat_cache_misses", "Read-cache lookups that went to the store, by entry", "entry", &entries));
+        let cache_hits = counters(&mut r, "chat_cache_hits", "Read-cache lookups answered from Redis, by entry", "entry", entries);
+        let cache_misses =
+            counters(&mut r, "chat_cache_misses", "Read-cache lookups that went to the store, by entry", "entry", entries);
 
         let agent_calls = histogram_family(AGENT_SECONDS);
         r.register_with_unit(
@@ -356,9 +362,8 @@ impl Metrics {
             rate_limit_refusals.get_or_create_owned(&vec![("limit", limit.name())]);
         }
 
-        let http_requests = counters(&mut r, "chat_http_requests", "REST and health requests answered, by status class", "status", &HTTP_STATUS_CLASSES)
-            .try_into()
-            .expect("one per class");
+        let http_requests =
+            counters(&mut r, "chat_http_requests", "REST and health requests answered, by status class", "status", HTTP_STATUS_CLASSES);
 
         r.register("chat_build", "Version of the running build", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         let live = Arc::new(Live::default());
@@ -530,6 +535,19 @@ impl Metrics {
             self.http_requests[class].inc();
         }
     }
+}
+
+/// A counter family with one series per value of `label`, all created now, in `values` order.
+fn counters<const N: usize>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    let family = Family::<Labels, Counter>::default();
+    r.register(name, help, family.clone());
+    values.map(|v| family.get_or_create_owned(&vec![(label, v)]))
 }
 
 fn histogram_family(bounds: Bounds) -> HistogramFamily {
