@@ -93,7 +93,7 @@ async fn start_service(data_dir: &std::path::Path, agent_url: Option<&str>) -> S
         env.insert("AGENT_SERVICE_URL", url.into());
     }
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
-    let built = app::build(&config).await.expect("build");
+    let built = app::build(&config, Default::default()).await.expect("build");
     let listener = tokio::net::TcpListener::bind((config.host, 0)).await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     tokio::spawn(app::serve(built, listener, std::future::pending()));

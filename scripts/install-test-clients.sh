@@ -2,7 +2,8 @@
 # Installs the clients the compatibility tests drive: npm packages (from the lock files),
 # python-socketio in compat-tests/.venv, and what the Rust client rust_socketio (a
 # dev-dependency) links against: OpenSSL's headers, found with pkg-config. Idempotent; quick
-# when already installed.
+# when already installed. The browser test also needs Chromium (Debian's `chromium`
+# package), which .ci/run installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,7 @@ if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
 fi
 
-for dir in compat-tests compat-tests/mongoose; do
+for dir in compat-tests compat-tests/mongoose compat-tests/browser; do
   [[ -f "$dir/package.json" ]] || continue
   if [[ ! -d "$dir/node_modules" || "$dir/package-lock.json" -nt "$dir/node_modules" ]]; then
     (cd "$dir" && npm ci --no-audit --no-fund)

@@ -4,7 +4,8 @@
 # store contract suite on SQLite and MongoDB, and the Socket.IO compatibility suite
 # (socket.io-client 4.8 and python-socketio) against a freshly built server binary: on the
 # embedded store, on two nodes sharing Redis with clients spread over both, and on MongoDB;
-# then nginx with the compose configuration in front of two nodes (scripts/test-nginx.sh).
+# then nginx with the compose configuration in front of two nodes (scripts/test-nginx.sh),
+# and the admin console in headless Chromium.
 # The test servers (redis-server, a MongoDB wire server) are started on free loopback ports
 # first and stopped at the end.
 set -euo pipefail
@@ -51,5 +52,8 @@ step "MongoDB data compatibility with the sibling services' Mongoose models"
 
 step "nginx in front of two nodes: nginx -t on docker/nginx.conf, then the transports test through it"
 scripts/test-nginx.sh
+
+step "Admin console in headless Chromium"
+(cd compat-tests/browser && npm test)
 
 step "all tests passed"

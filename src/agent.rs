@@ -10,11 +10,12 @@
 //! - only the calls that are safe to repeat (detection, summaries) are retried, and only when
 //!   no connection could be made, so a request the agent may have acted on is never sent twice.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use crate::auth::BearerToken;
 use crate::config::Config;
 use crate::domain::{Attachment, Role};
+use crate::metrics::{AgentCall, Metrics};
 
 /// Largest answer body read from the agent service; a bigger one is an invalid answer.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -44,6 +46,20 @@ pub enum AgentError {
     Request(String),
     #[error("too many messages are waiting for the agent service")]
     Overloaded,
+}
+
+impl AgentError {
+    /// The failure's label in the metrics (one of `metrics::AGENT_FAILURE_KINDS`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AgentError::Unreachable(_) => "unreachable",
+            AgentError::Timeout => "timeout",
+            AgentError::Status(_) => "status",
+            AgentError::InvalidResponse(_) => "invalid_response",
+            AgentError::Request(_) => "request",
+            AgentError::Overloaded => "overloaded",
+        }
+    }
 }
 
 /// One turn of a conversation as the agent service reads it.
@@ -126,6 +142,13 @@ struct SummaryAnswer {
 /// A user message's place among those with agent work queued or running; released on drop.
 pub struct Admission {
     _place: OwnedSemaphorePermit,
+    pending: Gauge,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.pending.dec();
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -141,11 +164,25 @@ pub struct AgentClient {
     timeout: Duration,
     in_flight: Arc<Semaphore>,
     pending: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    /// Messages holding an `Admission`.
+    pending_gauge: Gauge,
+    /// How the last call that finished failed; `None` once one succeeds.
+    last_failure: Mutex<Option<String>>,
+}
+
+/// The agent service as the last call found it, for `/health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentHealth {
+    /// Why the last finished call failed; `None` when it succeeded (or none was made yet).
+    pub last_failure: Option<String>,
+    /// User messages whose agent work is queued or running.
+    pub pending: u64,
 }
 
 impl AgentClient {
     /// `None` when no `AGENT_SERVICE_URL` is configured: no agent calls at all.
-    pub fn from_config(config: &Config) -> Result<Option<Self>, AgentError> {
+    pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Self>, AgentError> {
         let Some(base_url) = &config.agent_service_url else { return Ok(None) };
         let http = reqwest::Client::builder()
             .connect_timeout(config.agent_connect_timeout)
@@ -162,18 +199,36 @@ impl AgentClient {
             timeout: config.agent_timeout,
             in_flight: Arc::new(Semaphore::new(config.agent_max_in_flight)),
             pending: Arc::new(Semaphore::new(config.agent_max_pending)),
+            pending_gauge: metrics.agent_pending(),
+            metrics,
+            last_failure: Mutex::new(None),
         }))
+    }
+
+    pub fn health(&self) -> AgentHealth {
+        let last_failure = self.last_failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        AgentHealth { last_failure, pending: self.pending_gauge.get().max(0) as u64 }
     }
 
     /// Takes a place for one user message's agent work, unless `AGENT_MAX_PENDING` messages
     /// already hold one.
     pub fn admit(&self) -> Result<Admission, AgentError> {
-        self.pending.clone().try_acquire_owned().map(|_place| Admission { _place }).map_err(|_| AgentError::Overloaded)
+        match self.pending.clone().try_acquire_owned() {
+            Ok(_place) => {
+                self.pending_gauge.inc();
+                Ok(Admission { _place, pending: self.pending_gauge.clone() })
+            }
+            Err(_) => {
+                // The message's reply is the first thing it loses.
+                self.metrics.agent_failure(AgentCall::Reply, Some(AgentError::Overloaded.kind()));
+                Err(AgentError::Overloaded)
+            }
+        }
     }
 
     /// The agent's reply to a user's message. Never retried: the agent may have acted on it.
     pub async fn generate(&self, request: &ReplyRequest<'_>, token: Option<&BearerToken>) -> Result<Reply, AgentError> {
-        let reply: Reply = self.post("/api/responses/generate", request, token, Retry::Never).await?;
+        let reply: Reply = self.post(AgentCall::Reply, request, token, Retry::Never).await?;
         if reply.response.trim().is_empty() {
             return Err(AgentError::InvalidResponse("empty response".into()));
         }
@@ -183,20 +238,20 @@ impl AgentClient {
     /// The intent of a message, as the agent service reports it.
     pub async fn detect_intent(&self, message: &str, token: Option<&BearerToken>) -> Result<Value, AgentError> {
         let answer: Value =
-            self.post("/api/responses/detect-intent", &TextRequest { message }, token, Retry::OnConnectFailure).await?;
+            self.post(AgentCall::Intent, &TextRequest { message }, token, Retry::OnConnectFailure).await?;
         field_or_whole(answer, "intent")
     }
 
     /// The sentiment of a message, as the agent service reports it.
     pub async fn sentiment(&self, message: &str, token: Option<&BearerToken>) -> Result<Value, AgentError> {
         let answer: Value =
-            self.post("/api/responses/sentiment", &TextRequest { message }, token, Retry::OnConnectFailure).await?;
+            self.post(AgentCall::Sentiment, &TextRequest { message }, token, Retry::OnConnectFailure).await?;
         field_or_whole(answer, "sentiment")
     }
 
     pub async fn summarize(&self, messages: &[Turn], token: Option<&BearerToken>) -> Result<String, AgentError> {
         let answer: SummaryAnswer =
-            self.post("/api/responses/summarize", &SummaryRequest { messages }, token, Retry::OnConnectFailure).await?;
+            self.post(AgentCall::Summary, &SummaryRequest { messages }, token, Retry::OnConnectFailure).await?;
         let summary = answer.summary.trim();
         if summary.is_empty() {
             return Err(AgentError::InvalidResponse("empty summary".into()));
@@ -209,18 +264,20 @@ impl AgentClient {
     pub async fn extract_contacts(&self, request: &ContactsRequest<'_>) -> Result<(), AgentError> {
         let Some(token) = &self.internal_token else { return Ok(()) };
         let _: serde::de::IgnoredAny =
-            self.post("/api/internal/contacts/extract", request, Some(token), Retry::Never).await?;
+            self.post(AgentCall::Contacts, request, Some(token), Retry::Never).await?;
         Ok(())
     }
 
-    /// One call within the total timeout, retried as `retry` allows.
+    /// One call within the total timeout, retried as `retry` allows, timed and counted.
     async fn post<T: DeserializeOwned>(
         &self,
-        path: &str,
+        call: AgentCall,
         body: &impl Serialize,
         token: Option<&BearerToken>,
         retry: Retry,
     ) -> Result<T, AgentError> {
+        let started = self.metrics.clock();
+        let path = path_of(call);
         let deadline = Instant::now() + self.timeout;
         let attempts = async {
             let mut retries_left = if retry == Retry::OnConnectFailure { CONNECT_RETRIES } else { 0 };
@@ -237,7 +294,10 @@ impl AgentClient {
                 }
             }
         };
-        tokio::time::timeout_at(deadline, attempts).await.unwrap_or(Err(AgentError::Timeout))
+        let result = tokio::time::timeout_at(deadline, attempts).await.unwrap_or(Err(AgentError::Timeout));
+        self.metrics.agent_call(call, started, result.as_ref().err().map(AgentError::kind));
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().map(|e| e.to_string());
+        result
     }
 
     async fn post_once<T: DeserializeOwned>(
@@ -265,6 +325,17 @@ impl AgentClient {
             bytes.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&bytes).map_err(|e| AgentError::InvalidResponse(e.to_string()))
+    }
+}
+
+/// Where each call goes on the agent service.
+fn path_of(call: AgentCall) -> &'static str {
+    match call {
+        AgentCall::Reply => "/api/responses/generate",
+        AgentCall::Intent => "/api/responses/detect-intent",
+        AgentCall::Sentiment => "/api/responses/sentiment",
+        AgentCall::Summary => "/api/responses/summarize",
+        AgentCall::Contacts => "/api/internal/contacts/extract",
     }
 }
 

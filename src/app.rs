@@ -15,6 +15,7 @@ use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 
+use crate::admin::recent_errors::RecentErrors;
 use crate::agent::AgentClient;
 use crate::archive::ArchiveJob;
 use crate::auth::Authenticator;
@@ -24,12 +25,14 @@ use crate::config::Config;
 use crate::connections::{ConnectionsPerAddress, CountedStream};
 use crate::http::client_address::TrustedProxies;
 use crate::http::{self, ApiContext};
+use crate::metrics::{Limit, Metrics};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::realtime::{self, QueueLimits, Realtime, SocketBroadcaster, SocketShutdown};
 use crate::service::ChatService;
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::cached::CachedStore;
+use crate::store::metered::MeteredStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -95,30 +98,41 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(store)
 }
 
-pub async fn build(config: &Config) -> Result<App, StartError> {
+/// The service as `config` describes it. `recent_errors` is what the admin console lists: the
+/// binary fills it from its log (see `main`).
+pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<App, StartError> {
     let cluster = match &config.redis_url {
         Some(url) => Some(Cluster::connect(url, &config.redis_prefix).await?),
         None => None,
     };
+    let metrics = Arc::new(Metrics::new(config.metrics));
+    if let Some(cluster) = &cluster {
+        metrics.watch_redis(cluster.clone());
+    }
     let mut store = open_store(config).await?;
+    if metrics.enabled() {
+        store = Arc::new(MeteredStore::new(store, &metrics));
+    }
     if let Some(cluster) = cluster.as_ref().filter(|_| !config.cache_ttl.is_zero()) {
-        store = Arc::new(CachedStore::new(store, cluster.clone(), config.cache_ttl));
+        store = Arc::new(CachedStore::new(store, cluster.clone(), config.cache_ttl, metrics.clone()));
     }
 
     let (secret, generated) = match &config.jwt_secret {
         Some(s) => (s.clone(), false),
         None => (Alphanumeric.sample_string(&mut rand::rng(), 48), true),
     };
-    let auth = Arc::new(Authenticator::new(
-        &secret,
-        config.allow_legacy_widget_tokens,
-        config.internal_service_token.clone(),
-    ));
+    let auth = Arc::new(
+        Authenticator::new(&secret, config.allow_legacy_widget_tokens, config.internal_service_token.clone())
+            .with_metrics_token(config.metrics_token.clone()),
+    );
     let demo_token = generated.then(|| auth.issue_user_token("demo-user", "demo-company", 24 * 3600));
 
-    let limiter = |max, window, name| match &cluster {
-        Some(c) => RateLimiter::shared(max, window, name, c.clone()),
-        None => RateLimiter::new(max, window),
+    let limiter = |max, window, name, limit| {
+        let limiter = match &cluster {
+            Some(c) => RateLimiter::shared(max, window, name, c.clone()),
+            None => RateLimiter::new(max, window),
+        };
+        limiter.counting_refusals(metrics.rate_limit_refusals(limit))
     };
     let parts = Parts {
         store,
@@ -127,11 +141,13 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
             Some(c) => Presence::shared(c.clone(), config.presence_ttl),
             None => Presence::default(),
         }),
-        message_limiter: limiter(config.socket_message_limit, config.socket_limit_window, "socket-message"),
-        typing_limiter: limiter(config.socket_typing_limit, config.socket_limit_window, "socket-typing"),
-        rest_limiter: Arc::new(limiter(config.rate_limit_max, config.rate_limit_window, "rest")),
+        message_limiter: limiter(config.socket_message_limit, config.socket_limit_window, "socket-message", Limit::SocketMessage),
+        typing_limiter: limiter(config.socket_typing_limit, config.socket_limit_window, "socket-typing", Limit::SocketTyping),
+        rest_limiter: Arc::new(limiter(config.rate_limit_max, config.rate_limit_window, "rest", Limit::Rest)),
         cluster: cluster.clone(),
-        agent: AgentClient::from_config(config)?,
+        agent: AgentClient::from_config(config, metrics.clone())?,
+        metrics,
+        recent_errors,
     };
     let presence = parts.presence.clone();
     let builder = SocketIo::builder()
@@ -184,6 +200,8 @@ struct Parts {
     rest_limiter: Arc<RateLimiter>,
     cluster: Option<Arc<Cluster>>,
     agent: Option<AgentClient>,
+    metrics: Arc<Metrics>,
+    recent_errors: Arc<RecentErrors>,
 }
 
 /// What `assemble` returns, whichever Socket.IO adapter it used.
@@ -200,8 +218,9 @@ fn assemble<A: Adapter + DefinedAdapter>(
     parts: Parts,
     config: &Config,
 ) -> (Assembled, A::InitRes) {
-    let broadcaster = Arc::new(SocketBroadcaster::<A>::default());
-    let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events);
+    let metrics = parts.metrics;
+    let broadcaster = Arc::new(SocketBroadcaster::<A>::new(metrics.clone()));
+    let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events, metrics.clone());
     if let Some(agent) = parts.agent {
         service = service.with_agent(agent);
     }
@@ -216,8 +235,16 @@ fn assemble<A: Adapter + DefinedAdapter>(
         connections: AtomicUsize::new(0),
         queue_limits: QueueLimits::new(config.max_pending_events_per_socket, config.max_pending_events),
         closing: AtomicBool::new(false),
+        metrics: metrics.clone(),
     });
+    metrics.watch_pending_sends(realtime.queue_limits.pending_count());
     let (socket_layer, io) = builder.with_state(realtime.clone()).build_layer();
+    let sockets_of = io.clone();
+    metrics.watch_transports(move || {
+        let sockets = sockets_of.sockets();
+        let websocket = sockets.iter().filter(|s| s.transport_type() == socketioxide::TransportType::Websocket).count();
+        (websocket as u64, (sockets.len() - websocket) as u64)
+    });
     let ready = realtime::attach(&io);
     let sockets = SocketShutdown::new(realtime, io.clone());
     broadcaster.attach(io);
@@ -229,6 +256,8 @@ fn assemble<A: Adapter + DefinedAdapter>(
         presence: parts.presence,
         cluster: parts.cluster,
         trusted_proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
+        metrics,
+        recent_errors: parts.recent_errors,
     };
     // Request heads are bounded outside the Socket.IO layer, so handshakes and polling
     // requests are held to the same limits as REST.

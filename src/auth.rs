@@ -31,6 +31,9 @@ pub struct Principal {
     /// The token the caller authenticated with: calls made on the caller's behalf (the agent
     /// service) carry it. `None` for the internal service principal.
     pub token: Option<BearerToken>,
+    /// An operator of this deployment (see `Claims::is_admin`): may read its metrics and
+    /// recent errors, which cover every company. Grants nothing inside a company.
+    pub admin: bool,
 }
 
 /// A raw bearer token, shared cheaply between a socket's events. Never printed: `Debug`
@@ -56,7 +59,14 @@ impl std::fmt::Debug for BearerToken {
 
 impl Principal {
     pub fn service() -> Self {
-        Principal { user_id: "service".into(), company_id: None, email: None, kind: PrincipalKind::Service, token: None }
+        Principal {
+            user_id: "service".into(),
+            company_id: None,
+            email: None,
+            kind: PrincipalKind::Service,
+            token: None,
+            admin: false,
+        }
     }
 
     fn with_token(mut self, token: &str) -> Self {
@@ -66,6 +76,11 @@ impl Principal {
 
     pub fn is_service(&self) -> bool {
         self.kind == PrincipalKind::Service
+    }
+
+    /// A user whose token makes them an operator of the deployment.
+    pub fn is_admin(&self) -> bool {
+        self.admin && self.kind == PrincipalKind::User
     }
 
     /// The one conversation a widget may touch; `None` for users and services.
@@ -114,7 +129,20 @@ impl Claims {
             .or_else(|| nested(&self.user_metadata))
             .filter(|c| !c.is_empty())
     }
+
+    /// `app_metadata.role` is `admin`, or `app_metadata.roles` lists it. Only `app_metadata`
+    /// counts: Supabase lets users edit their own `user_metadata`, and the top-level `role` is
+    /// the database role (`authenticated` for every signed-in user).
+    fn is_admin(&self) -> bool {
+        let Some(app) = &self.app_metadata else { return false };
+        let is_admin = |v: &Value| v.as_str() == Some(ADMIN_ROLE);
+        app.get("role").is_some_and(is_admin) || app.get("roles").and_then(Value::as_array).is_some_and(|r| r.iter().any(is_admin))
+    }
 }
+
+/// The `app_metadata` role of an operator of the deployment. Not `owner`: a company's owner
+/// administers a tenant, while what admins see spans every tenant.
+const ADMIN_ROLE: &str = "admin";
 
 /// The legacy widget token: base64 of this JSON, unsigned.
 #[derive(Debug, Deserialize)]
@@ -130,6 +158,7 @@ pub struct Authenticator {
     validation: Validation,
     allow_legacy_widget_tokens: bool,
     internal_token: Option<String>,
+    metrics_token: Option<String>,
 }
 
 impl Authenticator {
@@ -147,7 +176,14 @@ impl Authenticator {
             validation,
             allow_legacy_widget_tokens,
             internal_token,
+            metrics_token: None,
         }
+    }
+
+    /// `/metrics` then needs this bearer token or an admin's; without one it is open.
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        self.metrics_token = token;
+        self
     }
 
     /// Verifies any client token: a user or widget JWT, or a legacy widget token when allowed.
@@ -168,8 +204,16 @@ impl Authenticator {
             let p = widget_principal(conversation_id.to_ascii_lowercase(), company_id.ok_or(AuthError::Invalid)?);
             return Ok(p.with_token(token));
         }
+        let admin = claims.is_admin();
         let user_id = claims.sub.filter(|s| !s.is_empty()).ok_or(AuthError::Invalid)?;
-        Ok(Principal { user_id, company_id, email: claims.email, kind: PrincipalKind::User, token: Some(BearerToken::new(token)) })
+        Ok(Principal {
+            user_id,
+            company_id,
+            email: claims.email,
+            kind: PrincipalKind::User,
+            token: Some(BearerToken::new(token)),
+            admin,
+        })
     }
 
     fn verify_legacy_widget(&self, token: &str) -> Result<Principal, AuthError> {
@@ -199,6 +243,18 @@ impl Authenticator {
         }
     }
 
+    /// Whether `/metrics` needs a token at all.
+    pub fn metrics_protected(&self) -> bool {
+        self.metrics_token.is_some()
+    }
+
+    pub fn verify_metrics_token(&self, token: &str) -> bool {
+        match &self.metrics_token {
+            Some(expected) => constant_time_eq(expected.as_bytes(), token.trim().as_bytes()),
+            None => false,
+        }
+    }
+
     /// Signs a user token; used for the demo token printed at start-up and by tests.
     pub fn issue_user_token(&self, user_id: &str, company_id: &str, ttl_secs: u64) -> String {
         let claims = Claims {
@@ -218,6 +274,7 @@ fn widget_principal(conversation_id: String, company_id: String) -> Principal {
         email: None,
         kind: PrincipalKind::Widget { conversation_id },
         token: None,
+        admin: false,
     }
 }
 
@@ -313,6 +370,33 @@ mod tests {
         assert_eq!(allowing.verify(&legacy).unwrap().widget_conversation(), Some(CONV));
         let bad = base64::engine::general_purpose::STANDARD.encode(json!({"conversationId": {"$gt": ""}, "companyId": "c1"}).to_string());
         assert!(allowing.verify(&bad).is_err());
+    }
+
+    #[test]
+    fn admins_are_named_by_app_metadata_only() {
+        let exp = unix_now() + 60;
+        let a = auth();
+        let verify = |claims: Value| a.verify(&sign(claims, SECRET)).unwrap().is_admin();
+        assert!(verify(json!({"sub": "u", "exp": exp, "app_metadata": {"role": "admin"}})));
+        assert!(verify(json!({"sub": "u", "exp": exp, "app_metadata": {"roles": ["support", "admin"]}})));
+        assert!(!verify(json!({"sub": "u", "exp": exp, "app_metadata": {"role": "owner"}})));
+        assert!(!verify(json!({"sub": "u", "exp": exp, "user_metadata": {"role": "admin"}})), "users edit their own user_metadata");
+        assert!(!verify(json!({"sub": "u", "exp": exp, "role": "admin"})), "the database role");
+        assert!(!verify(json!({"sub": "u", "exp": exp})));
+        let widget = json!({"typ": "widget", "conversation_id": CONV, "company_id": "c", "exp": exp, "app_metadata": {"role": "admin"}});
+        assert!(!verify(widget));
+        assert!(!Principal::service().is_admin());
+    }
+
+    #[test]
+    fn metrics_token() {
+        let open = auth();
+        assert!(!open.metrics_protected());
+        assert!(!open.verify_metrics_token(""));
+        let closed = auth().with_metrics_token(Some("scrape-token".into()));
+        assert!(closed.metrics_protected());
+        assert!(closed.verify_metrics_token("scrape-token"));
+        assert!(!closed.verify_metrics_token("scrape-tokem"));
     }
 
     #[test]

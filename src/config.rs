@@ -66,6 +66,10 @@ pub struct Config {
     /// How often the archive job runs (once per interval across all nodes sharing Redis).
     pub archive_interval: Duration,
     pub log_json: bool,
+    /// Record metrics and serve them at `/metrics`; off, nothing is recorded.
+    pub metrics: bool,
+    /// Bearer token of `/metrics` (an admin's JWT works too); `None`: `/metrics` is open.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +136,8 @@ impl Config {
             },
             archive_interval: Duration::from_millis(parse_range(&var, "ARCHIVE_INTERVAL_MS", "3600000", 100, 604_800_000)?),
             log_json: var("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
+            metrics: parse_bool(&var, "METRICS", true)?,
+            metrics_token: var("METRICS_TOKEN"),
         })
         .and_then(Config::checked)
     }
@@ -253,6 +259,8 @@ mod tests {
         assert_eq!((c.agent_max_in_flight, c.agent_max_pending), (64, 1000));
         assert_eq!((c.max_connections_per_ip, c.http_header_timeout), (1000, Duration::from_secs(10)));
         assert_eq!((c.archive_after, c.archive_interval), (None, Duration::from_secs(3600)));
+        assert!(c.metrics);
+        assert_eq!(c.metrics_token, None);
     }
 
     #[test]
@@ -284,6 +292,8 @@ mod tests {
         assert_eq!(cfg(&[("JWT_SECRET", "short")]).unwrap_err().name, "JWT_SECRET");
         assert_eq!(cfg(&[("AGENT_SERVICE_URL", "agent:4002")]).unwrap_err().name, "AGENT_SERVICE_URL");
         assert_eq!(cfg(&[("AGENT_MAX_IN_FLIGHT", "0")]).unwrap_err().name, "AGENT_MAX_IN_FLIGHT");
+        assert!(!cfg(&[("METRICS", "off")]).unwrap().metrics);
+        assert_eq!(cfg(&[("METRICS", "sometimes")]).unwrap_err().name, "METRICS");
         let c = cfg(&[("AGENT_SERVICE_URL", "http://agent:4002/")]).unwrap();
         assert_eq!(c.agent_service_url.as_deref(), Some("http://agent:4002"));
     }

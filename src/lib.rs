@@ -1,6 +1,7 @@
 //! A real-time chat service: Socket.IO and REST on one port, a drop-in replacement for the
 //! Node.js chat service. See README.md for the architecture and `app` for how it is assembled.
 
+pub mod admin;
 pub mod agent;
 pub mod app;
 pub mod archive;
@@ -11,6 +12,7 @@ pub mod connections;
 pub mod domain;
 pub mod healthcheck;
 pub mod http;
+pub mod metrics;
 pub mod presence;
 pub mod ratelimit;
 pub mod realtime;

@@ -1,9 +1,15 @@
 //! `chat-service`: reads the configuration, starts the app, serves until Ctrl-C or SIGTERM.
 //! `chat-service healthcheck` instead asks the running service for `/health` (exit 0 or 1).
 
+use std::sync::Arc;
+
+use chat_service::admin::recent_errors::RecentErrors;
 use chat_service::{app, config::Config, healthcheck};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 #[tokio::main]
 async fn main() {
@@ -22,9 +28,10 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    init_tracing(config.log_json);
+    let recent_errors = Arc::new(RecentErrors::default());
+    init_tracing(config.log_json, &recent_errors);
 
-    let app = match app::build(&config).await {
+    let app = match app::build(&config, recent_errors).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("chat-service: cannot start: {e}");
@@ -76,16 +83,18 @@ async fn run_healthcheck() -> i32 {
     }
 }
 
-fn init_tracing(json: bool) {
+/// Logs to stderr as `RUST_LOG` says, and keeps every warning and error for the admin
+/// console whatever `RUST_LOG` says.
+fn init_tracing(json: bool, recent_errors: &Arc<RecentErrors>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour codes only for a person at a terminal, never into a file, pipe or log collector.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let log = if json { log.json().boxed() } else { log.boxed() };
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(recent_errors.layer().with_filter(LevelFilter::WARN))
+        .init();
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::cluster::Cluster;
 
@@ -39,6 +40,8 @@ pub struct RateLimiter {
     window: Duration,
     windows: DashMap<String, (Instant, u64)>,
     shared: Option<Shared>,
+    /// Hits refused, for the metrics.
+    refused: Counter,
 }
 
 /// Where a limiter counts in Redis.
@@ -51,7 +54,7 @@ struct Shared {
 
 impl RateLimiter {
     pub fn new(max: u64, window: Duration) -> Self {
-        RateLimiter { max, window, windows: DashMap::new(), shared: None }
+        RateLimiter { max, window, windows: DashMap::new(), shared: None, refused: Counter::default() }
     }
 
     /// A limiter counting in Redis under `name`, shared by every node; local while Redis is down.
@@ -60,8 +63,22 @@ impl RateLimiter {
         RateLimiter { shared: Some(Shared { cluster, keys, script: redis::Script::new(HIT_SCRIPT) }), ..Self::new(max, window) }
     }
 
+    /// Counts the hits it refuses in `refused`.
+    pub fn counting_refusals(mut self, refused: Counter) -> Self {
+        self.refused = refused;
+        self
+    }
+
     /// Counts one hit for `key` and says whether it is within the limit.
     pub async fn hit(&self, key: &str) -> Decision {
+        let decision = self.count(key).await;
+        if !decision.allowed {
+            self.refused.inc();
+        }
+        decision
+    }
+
+    async fn count(&self, key: &str) -> Decision {
         if let Some(shared) = &self.shared {
             let redis_key = format!("{}{key}", shared.keys);
             let window_ms = self.window.as_millis() as u64;

@@ -261,6 +261,11 @@ async fn reply_flow_sends_the_contract_request_and_broadcasts_the_stored_reply()
     let contents: Vec<&str> = stored.iter().map(|m| m["content"].as_str().unwrap()).collect();
     assert_eq!(contents, ["How can I help?", "Where is my order?", "Echo: Where is my order?"]);
     assert_eq!(stored[2], reply, "the broadcast reply is the stored one");
+    let (_, health) = common::send(chat.app.http.get(chat.app.url("/health"))).await;
+    assert_eq!(health["checks"]["agent"]["status"], "ok", "{health}");
+    let metrics = chat.app.scrape(None).await;
+    assert_eq!(metrics.value(r#"chat_agent_call_duration_seconds_count{call="reply"}"#), 1.0);
+    assert_eq!(metrics.value(r#"chat_messages_sent_total{sender_type="agent"}"#), 2.0, "the reply and the internal create");
 
     // Contacts: the internal token, the message and its context.
     let contacts = fake.wait_request(CONTACTS, |_| true).await;
@@ -432,8 +437,11 @@ async fn reply_fails_with_a_system_message(agent_url: &str, extra_env: &[(&str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_answering_500_gives_the_system_message() {
     let fake = FakeAgent::start(Scenario::ServerError).await;
-    reply_fails_with_a_system_message(&fake.url, &[]).await;
+    let chat = reply_fails_with_a_system_message(&fake.url, &[]).await;
     assert_eq!(fake.requests(GENERATE).len(), 1);
+    let metrics = chat.app.scrape(None).await;
+    assert_eq!(metrics.value(r#"chat_agent_call_failures_total{call="reply",kind="status"}"#), 1.0);
+    assert_eq!(metrics.value(r#"chat_messages_sent_total{sender_type="system"}"#), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,6 +461,10 @@ async fn an_agent_slower_than_the_timeout_gives_the_system_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_agent_gives_the_system_message() {
     let mut chat = reply_fails_with_a_system_message(&closed_port_url(), &[]).await;
+    let (status, health) = common::send(chat.app.http.get(chat.app.url("/health"))).await;
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "the agent never fails the node: {health}");
+    assert_eq!(health["checks"]["agent"]["status"], "failing", "{health}");
+    assert!(health["checks"]["agent"]["error"].as_str().unwrap().contains("unreachable"), "{health}");
     // The service carries on: the next message is stored and broadcast as usual.
     let sent = chat.send("Still there?").await;
     chat.wait_broadcast_of(&sent).await;
@@ -519,4 +531,7 @@ async fn a_burst_beyond_the_pending_limit_fails_fast_instead_of_queueing() {
         assert!(stored.iter().any(|s| s["id"] == m["id"] && s["content"] == m["content"]), "user message kept");
     }
     assert_eq!(stored.iter().filter(|s| s["content"] == REPLY_FAILED).count(), 2);
+    let metrics = chat.app.scrape(None).await;
+    assert_eq!(metrics.value(r#"chat_agent_call_failures_total{call="reply",kind="overloaded"}"#), 2.0);
+    assert!(metrics.value("chat_agent_pending") <= 1.0);
 }

@@ -269,10 +269,16 @@ async fn reads_after_a_write_on_the_other_node_are_fresh() {
     let contents = |body: &Value| body["messages"].as_array().unwrap().iter().map(|m| m["content"].clone()).collect::<Vec<_>>();
 
     // Read on A twice: the second answer comes from the cache and is the same.
+    let page_lookups = |hit| format!(r#"chat_cache_{}_total{{entry="message_page"}}"#, if hit { "hits" } else { "misses" });
+    let before = a.scrape(None).await;
     let (_, page) = a.get(&alice, &messages).await;
     assert_eq!(contents(&page), [json!("first")]);
     let (_, again) = a.get(&alice, &messages).await;
     assert_eq!(again, page);
+    let after = a.scrape(None).await;
+    for hit in [false, true] {
+        assert_eq!(after.value(&page_lookups(hit)) - before.value(&page_lookups(hit)), 1.0, "one {}", page_lookups(hit));
+    }
     let (_, c) = a.get(&alice, &one).await;
     assert_eq!(c["conversation"]["title"], "Support");
     let prefix = a_prefix(&a);
@@ -377,6 +383,7 @@ async fn nodes_keep_serving_when_redis_dies_and_rejoin_when_it_returns() {
     on_b.emit_ack("message:send", json!({ "conversationId": conv, "content": "before" })).await;
     on_a.wait_for("message:new", new_with_content("before")).await;
     assert_eq!(health(&a).await["checks"]["redis"]["status"], "ok");
+    assert_eq!(a.scrape(None).await.value("chat_redis_up"), 1.0);
 
     redis.kill();
 
@@ -399,6 +406,7 @@ async fn nodes_keep_serving_when_redis_dies_and_rejoin_when_it_returns() {
             "health does not report redis as degraded"
         );
         assert_eq!(health(node).await["status"], "degraded");
+        assert_eq!(node.scrape(None).await.value("chat_redis_up"), 0.0);
     }
 
     redis.restart();

@@ -63,9 +63,12 @@ async fn start() -> InProcessApp {
         vars.insert("MONGODB_URI", format!("{}/chat_openapi_{name}", uri.trim_end_matches('/')));
     }
     let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("configuration");
-    let mut app = chat_service::app::build(&config).await.expect("app");
+    let mut app = chat_service::app::build(&config, Default::default()).await.expect("app");
 
-    let router_paths = router_paths(&format!("{:?}", app.router));
+    let mut router_paths = router_paths(&format!("{:?}", app.router));
+    for page in OPERATIONAL_PAGES {
+        assert!(router_paths.remove(*page), "{page} is no longer routed: update OPERATIONAL_PAGES");
+    }
     let matched: Arc<Mutex<BTreeSet<Route>>> = Arc::default();
     let record = matched.clone();
     app.router = app.router.route_layer(axum::middleware::from_fn(move |req: Request, next: Next| {
@@ -84,6 +87,10 @@ async fn start() -> InProcessApp {
     }));
     InProcessApp { base_url, router_paths, matched, http: reqwest::Client::new(), stop: Some(stop), _data: data }
 }
+
+/// Routes that are not part of the REST API and so not in its document: the Prometheus
+/// scrape and the admin console (README "Metrics" and "Admin console").
+const OPERATIONAL_PAGES: &[&str] = &["/metrics", "/admin", "/admin/assets/{name}", "/admin/api/errors"];
 
 /// The paths of an axum router, read from its `Debug` form: `path_router`'s node lists them
 /// as `RouteId(n): "/path"`; the fallback router's (after it) are not routes.

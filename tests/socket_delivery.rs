@@ -97,6 +97,11 @@ async fn sends_past_the_sockets_queue_are_refused_as_busy_and_not_stored() {
     // The socket stays usable once the burst has drained.
     let ack = sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": "after the burst" })).await;
     assert_eq!(ack.data["ok"], true, "{}", ack.data);
+
+    let metrics = app.scrape(None).await;
+    assert_eq!(metrics.value("chat_busy_refusals_total"), busy.len() as f64);
+    assert_eq!(metrics.value(r#"chat_send_ack_duration_seconds_count{outcome="error"}"#), busy.len() as f64);
+    assert_eq!(metrics.value(r#"chat_send_ack_duration_seconds_count{outcome="ok"}"#), (accepted + 1) as f64);
 }
 
 /// The next text packet of a raw Engine.IO WebSocket, answering pings; `None` once the server
@@ -166,6 +171,7 @@ async fn a_member_that_stops_reading_is_disconnected_never_left_with_a_gap() {
     assert_eq!(received[..], acked[..received.len()], "the stalled member's stream has a gap");
     assert!(closed || received.len() == acked.len());
     assert!(closed, "with a 64-packet buffer, 3000 messages to a member that does not read must overflow it");
+    assert_eq!(app.scrape(None).await.value("chat_slow_consumer_disconnects_total"), 1.0);
 
     // Back, it catches up from the last message it received: the rest, once each, in order.
     let mut back = SocketClient::connect(&app.base_url, &user("stalled", COMPANY)).await.expect("connect");

@@ -1,4 +1,5 @@
-//! Request extractors: the caller's identity (user/widget token or internal service token),
+//! Request extractors: the caller's identity (user/widget token, internal service token, an
+//! admin or a metrics scraper),
 //! and JSON bodies, query strings and path parameters whose rejections answer in the
 //! contract's error shape.
 
@@ -31,6 +32,58 @@ where
             Err(AuthError::Missing) => Err(ApiError::Unauthorized("Missing or invalid authorization header")),
             Err(AuthError::Invalid) => Err(ApiError::Unauthorized("Invalid or expired token")),
         }
+    }
+}
+
+/// Whoever may read `/metrics`: anyone when `METRICS_TOKEN` is unset, else a bearer of that
+/// token or of an admin's JWT.
+pub struct MetricsReader;
+
+impl<S> FromRequestParts<S> for MetricsReader
+where
+    ApiContext: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctx = ApiContext::from_ref(state);
+        if !ctx.auth.metrics_protected() {
+            return Ok(MetricsReader);
+        }
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = bearer(header).ok_or(ApiError::Unauthorized("Missing or invalid authorization header"))?;
+        if ctx.auth.verify_metrics_token(token) {
+            return Ok(MetricsReader);
+        }
+        admin(&ctx, token).map(|_| MetricsReader)
+    }
+}
+
+/// An admin (`Principal::is_admin`), by their JWT.
+pub struct AdminCaller;
+
+impl<S> FromRequestParts<S> for AdminCaller
+where
+    ApiContext: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ctx = ApiContext::from_ref(state);
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = bearer(header).ok_or(ApiError::Unauthorized("Missing or invalid authorization header"))?;
+        admin(&ctx, token).map(|_| AdminCaller)
+    }
+}
+
+fn admin(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
+    match ctx.auth.verify(token) {
+        Ok(p) if p.is_admin() => Ok(p),
+        Ok(_) => Err(ApiError::Unauthorized("Admin access required")),
+        Err(AuthError::Missing) => Err(ApiError::Unauthorized("Missing or invalid authorization header")),
+        Err(AuthError::Invalid) => Err(ApiError::Unauthorized("Invalid or expired token")),
     }
 }
 

@@ -43,6 +43,27 @@ pub struct HealthChecks {
     /// Present when the node runs with `REDIS_URL`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisCheck>,
+    /// Present when an agent service is configured; as its last call found it. Never changes
+    /// the overall status: users' messages never wait for the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentCheck>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Ok,
+    Failing,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentCheck {
+    pub status: AgentStatus,
+    /// User messages whose agent work is queued or running.
+    pub pending: u64,
+    /// Why the last call failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -82,10 +103,15 @@ pub async fn health(State(ctx): State<ApiContext>) -> (StatusCode, Json<Health>)
         true => RedisCheck { status: CheckStatus::Ok, error: None },
         false => RedisCheck { status: CheckStatus::Degraded, error: Some("unreachable; serving from this node only") },
     });
+    let agent = ctx.service.agent_health().map(|a| AgentCheck {
+        status: if a.last_failure.is_some() { AgentStatus::Failing } else { AgentStatus::Ok },
+        pending: a.pending,
+        error: a.last_failure,
+    });
     let (code, status) = match (&store.status, &redis) {
         (CheckStatus::Down, _) => (StatusCode::SERVICE_UNAVAILABLE, HealthStatus::Error),
         (_, Some(RedisCheck { status: CheckStatus::Degraded, .. })) => (StatusCode::OK, HealthStatus::Degraded),
         _ => (StatusCode::OK, HealthStatus::Ok),
     };
-    (code, Json(Health { status, service: "chat-service", timestamp, checks: HealthChecks { store, redis } }))
+    (code, Json(Health { status, service: "chat-service", timestamp, checks: HealthChecks { store, redis, agent } }))
 }

@@ -68,6 +68,13 @@ pub async fn rate_limit(State(ctx): State<ApiContext>, req: Request, next: Next)
     response
 }
 
+/// Counts every answer by its status class (`chat_http_requests_total`).
+pub async fn count_answers(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    ctx.metrics.http_answered(response.status().as_u16());
+    response
+}
+
 /// nosniff, no framing, no referrer, and a CSP that lets a JSON answer load nothing.
 pub fn with_security_headers<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {
     let set = |name: HeaderName, value: &'static str| {

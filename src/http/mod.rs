@@ -2,6 +2,7 @@
 //! parse the request, call the service, and shape the answer; nothing else.
 
 pub mod client_address;
+mod admin;
 mod conversations;
 pub mod docs;
 pub mod error;
@@ -15,6 +16,9 @@ mod threads;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use axum::{Extension, Router};
 use utoipa::openapi::path::{Operation, PathItem};
 use serde::Serialize;
@@ -22,9 +26,11 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::admin::recent_errors::RecentErrors;
 use crate::auth::Authenticator;
 use error::ApiError;
 use crate::cluster::Cluster;
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::service::ChatService;
@@ -42,6 +48,9 @@ pub struct ApiContext {
     pub cluster: Option<Arc<Cluster>>,
     /// Whose `X-Forwarded-For` names the client the REST rate limit counts.
     pub trusted_proxies: Arc<client_address::TrustedProxies>,
+    pub metrics: Arc<Metrics>,
+    /// What the admin console lists as recent errors.
+    pub recent_errors: Arc<RecentErrors>,
 }
 
 /// `{ success: true }`
@@ -90,6 +99,12 @@ pub fn router(ctx: ApiContext) -> Router {
     let document = docs::ApiDocument(serde_json::to_vec(&document).expect("the API document is JSON").into());
     let router = router
         .fallback(route_not_found)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), middleware::count_answers))
+        // Operational pages, outside the REST API and its document.
+        .route("/metrics", get(metrics))
+        .route("/admin", get(admin::page))
+        .route("/admin/assets/{name}", get(admin::asset))
+        .route("/admin/api/errors", get(admin::recent_errors))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(Extension(document));
     middleware::with_security_headers(router).with_state(ctx)
@@ -135,6 +150,14 @@ fn unique_operation_ids(document: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// Prometheus scrapes this (README "Metrics").
+async fn metrics(State(ctx): State<ApiContext>, _reader: extract::MetricsReader) -> axum::response::Response {
+    if !ctx.metrics.enabled() {
+        return ApiError::RouteNotFound.into_response();
+    }
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], ctx.metrics.render()).into_response()
 }
 
 async fn route_not_found() -> ApiError {

@@ -30,6 +30,7 @@ pub use shutdown::SocketShutdown;
 
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
 use crate::domain::{id_from_value, optional_thread_id, MessageType, SendMessageInput, ValidMessage, ValidationError};
+use crate::metrics::{EventIn, Metrics};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::service::events::{self, room, ConversationJoined, ErrorEvent, MessageErrorEvent, ThreadSwitched, Typing, UserInRoom};
@@ -48,6 +49,7 @@ pub struct Realtime {
     pub queue_limits: ordering::QueueLimits,
     /// Set when the node is stopping: new events are refused, accepted ones finish.
     pub closing: AtomicBool,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Per-socket state, kept in the socket's extensions.
@@ -157,11 +159,17 @@ fn register_handlers<A: Adapter>(s: &SocketRef<A>, legacy_events: bool) {
     s.on("message:send", on_send::<A>);
     s.on("typing", on_typing::<A>);
     if legacy_events {
-        s.on("message:typing", on_typing::<A>);
+        s.on("message:typing", on_widget_typing::<A>);
     }
     s.on("thread:create", on_thread_create::<A>);
     s.on("thread:switch", on_thread_switch::<A>);
+    s.on_fallback(on_other_event);
     s.on_disconnect(on_disconnect::<A>);
+}
+
+/// An event no handler takes: ignored, as before, but counted.
+async fn on_other_event(State(rt): Rt) {
+    rt.metrics.event_received(EventIn::Other);
 }
 
 async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
@@ -188,13 +196,20 @@ async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(ses
         let mut state = session.state();
         state.closed = true;
         let joined: Vec<String> = state.rooms.drain().collect();
-        let left: Vec<_> = joined.iter().map(|conversation_id| rt.presence.leave(conversation_id, user)).collect();
+        let left: Vec<_> = joined
+            .iter()
+            .map(|conversation_id| {
+                rt.metrics.room_left(conversation_id);
+                rt.presence.leave(conversation_id, user)
+            })
+            .collect();
         (joined, left, std::mem::take(&mut state.online))
     };
     for registered in left {
         registered.done().await;
     }
     for conversation_id in &joined {
+        rt.metrics.event_emitted(events::USER_LEFT);
         let _ = s.to(room(conversation_id)).emit(events::USER_LEFT, &UserInRoom { conversation_id, user_id: user }).await;
     }
     if was_online && rt.presence.disconnect(user).everywhere().await {
@@ -208,6 +223,7 @@ struct Responder<A: Adapter> {
     socket: Arc<Socket<A>>,
     ack: AckSender<A>,
     wants_ack: bool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<A: Adapter> FromMessageParts<A> for Responder<A> {
@@ -219,7 +235,8 @@ impl<A: Adapter> FromMessageParts<A> for Responder<A> {
         ack_id: &Option<i64>,
     ) -> Result<Self, Self::Error> {
         let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
-        Ok(Responder { socket: s.clone(), ack, wants_ack: ack_id.is_some() })
+        let metrics = Rt::from_message_parts(s, v, ack_id).ok().map(|State(rt)| rt.metrics.clone());
+        Ok(Responder { socket: s.clone(), ack, wants_ack: ack_id.is_some(), metrics })
     }
 }
 
@@ -233,6 +250,9 @@ impl<A: Adapter> Responder<A> {
         if self.wants_ack {
             let _ = self.ack.send(&json!({ "ok": false, "error": message, "details": details }));
         } else {
+            if let Some(m) = &self.metrics {
+                m.event_emitted(events::ERROR);
+            }
             let _ = self.socket.emit(events::ERROR, &ErrorEvent { message: &message, details: details.as_ref() });
         }
     }
@@ -280,6 +300,7 @@ fn on_join<A: Adapter>(
     TryData(data): TryData<Value>,
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    rt.metrics.event_received(EventIn::Join);
     let (rt2, session2) = (rt.clone(), session.clone());
     in_turn(&rt, &session, r, move |r| join(s, rt2, session2, data, r))
 }
@@ -328,6 +349,7 @@ async fn join<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Se
         let first_time = state.rooms.insert(c.id.clone());
         if first_time {
             s.join(room(&c.id));
+            rt.metrics.room_joined(&c.id);
         }
         first_time.then(|| rt.presence.join(&c.id, &p.user_id))
     };
@@ -335,8 +357,10 @@ async fn join<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Se
         // Listed in the room's presence on every node before anyone is told.
         registered.done().await;
         let payload = UserInRoom { conversation_id: &c.id, user_id: &p.user_id };
+        rt.metrics.event_emitted(events::USER_JOINED);
         let _ = s.to(room(&c.id)).emit(events::USER_JOINED, &payload).await;
     }
+    rt.metrics.event_emitted(events::CONVERSATION_JOINED);
     let _ = s.emit(events::CONVERSATION_JOINED, &ConversationJoined::of(&c));
     match missed {
         None => r.ok(&json!({ "ok": true, "conversation": c })),
@@ -351,6 +375,7 @@ fn on_leave<A: Adapter>(
     TryData(data): TryData<Value>,
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    rt.metrics.event_received(EventIn::Leave);
     let (rt2, session2) = (rt.clone(), session.clone());
     in_turn(&rt, &session, r, move |r| leave(s, rt2, session2, data, r))
 }
@@ -366,11 +391,13 @@ async fn leave<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<S
         let was_in = state.rooms.remove(&id);
         if was_in {
             s.leave(room(&id));
+            rt.metrics.room_left(&id);
         }
         was_in.then(|| rt.presence.leave(&id, user))
     };
     if let Some(registered) = registered {
         registered.done().await;
+        rt.metrics.event_emitted(events::USER_LEFT);
         let _ = s.to(room(&id)).emit(events::USER_LEFT, &UserInRoom { conversation_id: &id, user_id: user }).await;
     }
     r.ok(&json!({ "ok": true }));
@@ -382,7 +409,10 @@ fn take_turn(rt: &Realtime, session: &Session) -> Result<ordering::Turn, Service
     if rt.closing.load(Ordering::Acquire) {
         return Err(ServiceError::Unavailable("node stopping".into()));
     }
-    session.events.turn(&rt.queue_limits).ok_or(ServiceError::Busy)
+    session.events.turn(&rt.queue_limits).ok_or_else(|| {
+        rt.metrics.busy_refusal();
+        ServiceError::Busy
+    })
 }
 
 /// Runs a store-backed event in its socket's turn. Called synchronously by the handlers below,
@@ -418,6 +448,8 @@ fn on_send<A: Adapter>(
     TryData(data): TryData<Value>,
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let received = rt.metrics.clock();
+    rt.metrics.event_received(EventIn::Send);
     let data = data.unwrap_or(Value::Null);
     // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
     let temp_id = temp_id_of(&data);
@@ -425,10 +457,13 @@ fn on_send<A: Adapter>(
     async move {
         let (mut turn, checked) = match queued {
             Ok(queued) => queued,
-            Err(refusal) => return send_failed(&s, temp_id.as_deref(), &refusal, r),
+            Err(refusal) => {
+                send_failed(&s, temp_id.as_deref(), &refusal, r);
+                return rt.metrics.send_answered(received, false);
+            }
         };
         turn.wait().await;
-        Box::pin(send(s, rt, session, temp_id, checked, r)).await;
+        Box::pin(send(s, rt, session, received, temp_id, checked, r)).await;
     }
 }
 
@@ -450,6 +485,9 @@ fn checked_send(data: Value) -> Result<(String, ValidMessage), ServiceError> {
 
 fn send_failed<A: Adapter>(s: &SocketRef<A>, temp_id: Option<&str>, e: &ServiceError, r: Responder<A>) {
     if let Some(temp_id) = temp_id {
+        if let Some(m) = &r.metrics {
+            m.event_emitted(events::MESSAGE_ERROR);
+        }
         let (text, _) = socket_error(e);
         let _ = s.emit(events::MESSAGE_ERROR, &MessageErrorEvent { message_id: temp_id, error: &text });
     }
@@ -460,6 +498,7 @@ async fn send<A: Adapter>(
     s: SocketRef<A>,
     rt: Arc<Realtime>,
     session: Arc<Session>,
+    received: Option<std::time::Instant>,
     temp_id: Option<String>,
     checked: Result<(String, ValidMessage), ServiceError>,
     r: Responder<A>,
@@ -481,15 +520,33 @@ async fn send<A: Adapter>(
         }
         other => other,
     });
+    let ok = result.is_ok();
     match result {
         Ok(message) => r.ok(&json!({ "ok": true, "message": message })),
         Err(e) => send_failed(&s, temp_id.as_deref(), &e, r),
     }
+    rt.metrics.send_answered(received, ok);
+}
+
+async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+    rt.metrics.event_received(EventIn::Typing);
+    typing(s, rt, session, data, r).await;
+}
+
+async fn on_widget_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+    rt.metrics.event_received(EventIn::TypingWidget);
+    typing(s, rt, session, data, r).await;
 }
 
 /// `typing` and the widget's `message:typing`: relayed to the others in the room, and only
 /// when the sender is in it.
-async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
+async fn typing<A: Adapter>(
+    s: SocketRef<A>,
+    rt: Arc<Realtime>,
+    session: Arc<Session>,
+    data: Result<Value, socketioxide::ParserError>,
+    r: Responder<A>,
+) {
     let user = &session.principal.user_id;
     if !rt.typing_limiter.hit(user).await.allowed {
         return r.error(&ServiceError::RateLimited);
@@ -507,9 +564,12 @@ async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session
         return r.error(&ServiceError::Forbidden("Join the conversation before sending typing indicators"));
     }
     let payload = events::raw(&Typing { conversation_id: &id, user_id: user, is_typing });
+    rt.metrics.event_emitted(events::USER_TYPING);
     let _ = s.to(room(&id)).emit(events::USER_TYPING, &payload).await;
     if rt.service.legacy_events() {
+        rt.metrics.event_emitted(events::TYPING_LEGACY);
         let _ = s.to(room(&id)).emit(events::TYPING_LEGACY, &payload).await;
+        rt.metrics.event_emitted(events::TYPING_WIDGET);
         let _ = s.to(room(&id)).emit(events::TYPING_WIDGET, &payload).await;
     }
     r.ok(&json!({ "ok": true }));
@@ -521,6 +581,7 @@ fn on_thread_create<A: Adapter>(
     TryData(data): TryData<Value>,
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    rt.metrics.event_received(EventIn::ThreadCreate);
     let (rt2, session2) = (rt.clone(), session.clone());
     in_turn(&rt, &session, r, move |r| create_thread(rt2, session2, data, r))
 }
@@ -548,6 +609,7 @@ fn on_thread_switch<A: Adapter>(
     TryData(data): TryData<Value>,
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    rt.metrics.event_received(EventIn::ThreadSwitch);
     let (rt2, session2) = (rt.clone(), session.clone());
     in_turn(&rt, &session, r, move |r| switch_thread(s, rt2, session2, data, r))
 }
@@ -563,6 +625,7 @@ async fn switch_thread<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, sessio
     match result {
         Ok((cid, thread_id)) => {
             let payload = ThreadSwitched { conversation_id: &cid, thread_id: thread_id.as_deref() };
+            rt.metrics.event_emitted(events::THREAD_SWITCHED);
             let _ = s.emit(events::THREAD_SWITCHED, &payload);
             r.ok(&json!({ "ok": true, "conversationId": cid, "threadId": thread_id }));
         }

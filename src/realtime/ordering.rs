@@ -29,6 +29,11 @@ impl QueueLimits {
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
+
+    /// The process-wide count itself, for the metrics to read when scraped.
+    pub fn pending_count(&self) -> Arc<AtomicUsize> {
+        self.pending.clone()
+    }
 }
 
 /// One socket's queue of events.

@@ -50,6 +50,10 @@ impl AgentWork {
     pub(super) fn new(client: AgentClient) -> Self {
         AgentWork { client, summarizing: DashSet::new() }
     }
+
+    pub(super) fn client(&self) -> &AgentClient {
+        &self.client
+    }
 }
 
 /// Removes its conversation from `AgentWork::summarizing` when the summary attempt ends.

@@ -128,6 +128,7 @@ impl ChatService {
             created_at: now(),
         };
         let thread_count = self.store.insert_message(&message).await?;
+        self.metrics.message_sent(message.sender_type);
         tracing::info!(
             target: "audit", action = "message.create", actor = %message.sender_id,
             sender_type = %message.sender_type, conversation = %message.conversation_id, message = %message.id,

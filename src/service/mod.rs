@@ -22,9 +22,10 @@ pub use events::{Broadcaster, NoBroadcast};
 pub use internal::{InternalCreateInput, InternalListInput};
 pub use messages::{MessageEdit, MessagePatch, MessagesAfter};
 
-use crate::agent::AgentClient;
+use crate::agent::{AgentClient, AgentHealth};
 use crate::auth::{Principal, PrincipalKind};
 use crate::domain::{parse_object_id, Conversation, ConversationFilter};
+use crate::metrics::Metrics;
 use crate::store::{Scope, Store};
 
 /// What a principal is told when it may not do something. A widget is told that the
@@ -47,11 +48,12 @@ pub struct ChatService {
     legacy_events: bool,
     /// The agent service's work on users' messages; `None`: no agent calls at all.
     agent: Option<Arc<agent::AgentWork>>,
+    metrics: Arc<Metrics>,
 }
 
 impl ChatService {
-    pub fn new(store: Arc<dyn Store>, broadcaster: Arc<dyn Broadcaster>, legacy_events: bool) -> Self {
-        ChatService { store, broadcaster, legacy_events, agent: None }
+    pub fn new(store: Arc<dyn Store>, broadcaster: Arc<dyn Broadcaster>, legacy_events: bool, metrics: Arc<Metrics>) -> Self {
+        ChatService { store, broadcaster, legacy_events, agent: None, metrics }
     }
 
     /// Answers users' text messages through the agent service (see `agent`).
@@ -118,6 +120,11 @@ impl ChatService {
         for conversation_id in &targets {
             self.emit(conversation_id, events::PRESENCE_UPDATE, &payload).await;
         }
+    }
+
+    /// How the agent service is doing; `None` when none is configured.
+    pub fn agent_health(&self) -> Option<AgentHealth> {
+        self.agent.as_ref().map(|work| work.client().health())
     }
 
     /// `Ok` with the store's name when it answers.

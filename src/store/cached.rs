@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use super::{ArchiveBatch, MessageChange, Page, Scope, Store, StoreResult};
 use crate::cluster::Cluster;
+use crate::metrics::{CacheEntry, Metrics};
 use crate::domain::time::Timestamp;
 use crate::domain::{
     Attachment, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageType, Role, SenderType,
@@ -41,11 +42,12 @@ pub struct CachedStore {
     /// How long an entry lives without being invalidated.
     entry_ttl: Duration,
     read_script: redis::Script,
+    metrics: Arc<Metrics>,
 }
 
 impl CachedStore {
-    pub fn new(inner: Arc<dyn Store>, cluster: Arc<Cluster>, entry_ttl: Duration) -> Self {
-        CachedStore { inner, cluster, entry_ttl, read_script: redis::Script::new(READ_SCRIPT) }
+    pub fn new(inner: Arc<dyn Store>, cluster: Arc<Cluster>, entry_ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        CachedStore { inner, cluster, entry_ttl, read_script: redis::Script::new(READ_SCRIPT), metrics }
     }
 
     fn generation_key(&self, conversation_id: &str) -> String {
@@ -125,6 +127,7 @@ impl Store for CachedStore {
         let Some((generation, cached)) = self.read::<CachedConversation>(id, "conv").await else {
             return self.inner.get_conversation(scope, id).await;
         };
+        self.metrics.cache_lookup(CacheEntry::Conversation, cached.is_some());
         let conversation = match cached {
             Some(CachedConversation(c)) => c,
             None => {
@@ -220,6 +223,7 @@ impl Store for CachedStore {
         let Some((generation, cached)) = self.read::<CachedPage>(conversation_id, &what).await else {
             return self.inner.list_messages(conversation_id, scope, limit, offset).await;
         };
+        self.metrics.cache_lookup(CacheEntry::MessagePage, cached.is_some());
         if let Some(page) = cached {
             return Ok(page.into());
         }

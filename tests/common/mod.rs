@@ -174,6 +174,44 @@ impl TestApp {
     }
 }
 
+/// One scrape of `/metrics`: each sample's value by its series, `name{label="value",...}`
+/// exactly as the server wrote it.
+pub struct Scrape(pub std::collections::HashMap<String, f64>);
+
+impl Scrape {
+    /// The value of a series that must be there.
+    pub fn value(&self, series: &str) -> f64 {
+        *self.0.get(series).unwrap_or_else(|| panic!("{series} is not in the scrape"))
+    }
+
+    /// Whether any series of metric `name` is there.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.keys().any(|k| k.split('{').next() == Some(name))
+    }
+}
+
+impl TestApp {
+    /// Scrapes `/metrics` with `token` (none: unauthenticated) and expects it to answer.
+    pub async fn scrape(&self, token: Option<&str>) -> Scrape {
+        let mut req = self.http.get(self.url("/metrics"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("scrape");
+        assert_eq!(res.status(), 200, "/metrics answered {}", res.status());
+        let text = res.text().await.expect("body");
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {l}"));
+                (series.to_string(), value.parse().unwrap_or_else(|_| panic!("not a value: {l}")))
+            })
+            .collect();
+        Scrape(samples)
+    }
+}
+
 pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     let res = req.send().await.expect("request");
     let status = res.status().as_u16();

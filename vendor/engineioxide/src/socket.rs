@@ -59,7 +59,7 @@ use std::{
     fmt::Debug,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -174,6 +174,15 @@ impl InternalRx {
     }
 }
 
+/// Sessions closed because their outgoing buffer was full (see [`Socket::close_overflowing`]).
+static SLOW_CONNECTIONS_CLOSED: AtomicU64 = AtomicU64::new(0);
+
+/// How many sessions this process has closed because they could not keep up: their outgoing
+/// buffer (`max_buffer_size` packets) was full when another packet was sent to them.
+pub fn slow_connections_closed() -> u64 {
+    SLOW_CONNECTIONS_CLOSED.load(Ordering::Relaxed)
+}
+
 /// A [`Socket`] represents a client connection to the server.
 /// It is agnostic to the [`TransportType`].
 ///
@@ -199,6 +208,9 @@ where
 
     /// Whether the socket is currently upgrading to a new transport.
     upgrading: AtomicBool,
+
+    /// Set by the first [`Socket::close_overflowing`]: a session is closed (and counted) once.
+    overflowed: AtomicBool,
 
     /// Channel to send [`PacketBuf`] to the connection
     ///
@@ -264,6 +276,7 @@ where
             protocol,
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
             internal_tx,
@@ -305,9 +318,10 @@ where
     /// A client that cannot keep up would otherwise stay connected with a hole in what it
     /// received, and nothing would tell it to recover. Closed, it reconnects and catches up.
     fn close_overflowing(&self) {
-        if self.cancellation_token.is_cancelled() {
+        if self.cancellation_token.is_cancelled() || self.overflowed.swap(true, Ordering::AcqRel) {
             return;
         }
+        SLOW_CONNECTIONS_CLOSED.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "tracing")]
         tracing::warn!(sid = %self.id, "outgoing buffer full: closing the slow connection");
         (self.close_fn)(self.id, DisconnectReason::TransportError);
@@ -639,6 +653,7 @@ where
             protocol: ProtocolVersion::V4,
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
             internal_tx,
