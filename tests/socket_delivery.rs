@@ -92,14 +92,15 @@ async fn sends_past_the_sockets_queue_are_refused_as_busy_and_not_stored() {
     // Joins wait in the same queue, under the same bound.
     let joins = join_all((0..100).map(|_| sender.emit_ack("conversation:join", json!({ "conversationId": conversation })))).await;
     assert!(joins.iter().any(|a| a.data["ok"] == true));
-    assert!(joins.iter().any(|a| a.data["error"] == "Server is busy, try again"), "100 joins at once against a bound of 8");
+    let busy_joins = joins.iter().filter(|a| a.data["error"] == "Server is busy, try again").count();
+    assert!(busy_joins > 0, "100 joins at once against a bound of 8");
 
     // The socket stays usable once the burst has drained.
     let ack = sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": "after the burst" })).await;
     assert_eq!(ack.data["ok"], true, "{}", ack.data);
 
     let metrics = app.scrape(None).await;
-    assert_eq!(metrics.value("chat_busy_refusals_total"), busy.len() as f64);
+    assert_eq!(metrics.value("chat_busy_refusals_total"), (busy.len() + busy_joins) as f64);
     assert_eq!(metrics.value(r#"chat_send_ack_duration_seconds_count{outcome="error"}"#), busy.len() as f64);
     assert_eq!(metrics.value(r#"chat_send_ack_duration_seconds_count{outcome="ok"}"#), (accepted + 1) as f64);
 }
