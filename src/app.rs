@@ -125,7 +125,7 @@ pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<
         Authenticator::new(&secret, config.allow_legacy_widget_tokens, config.internal_service_token.clone())
             .with_metrics_token(config.metrics_token.clone()),
     );
-    let demo_token = generated.then(|| auth.issue_user_token("demo-user", "demo-company", 24 * 3600));
+    let demo_token = generated.then(|| auth.issue_demo_token("demo-user", "demo-company", 24 * 3600));
 
     let limiter = |max, window, name, limit| {
         let limiter = match &cluster {

@@ -255,14 +255,29 @@ impl Authenticator {
         }
     }
 
-    /// Signs a user token; used for the demo token printed at start-up and by tests.
+    /// Signs a user token (the examples use it).
     pub fn issue_user_token(&self, user_id: &str, company_id: &str, ttl_secs: u64) -> String {
-        let claims = Claims {
+        self.issue(Claims {
             sub: Some(user_id.into()),
             exp: unix_now() + ttl_secs,
             company_id: Some(company_id.into()),
             ..Default::default()
-        };
+        })
+    }
+
+    /// Signs the demo token printed at start-up when no `JWT_SECRET` is configured: an admin,
+    /// so that `/admin` and `/metrics` can be tried at once on a development machine.
+    pub fn issue_demo_token(&self, user_id: &str, company_id: &str, ttl_secs: u64) -> String {
+        self.issue(Claims {
+            sub: Some(user_id.into()),
+            exp: unix_now() + ttl_secs,
+            company_id: Some(company_id.into()),
+            app_metadata: Some(serde_json::json!({ "role": ADMIN_ROLE })),
+            ..Default::default()
+        })
+    }
+
+    fn issue(&self, claims: Claims) -> String {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
     }
 }
@@ -386,6 +401,9 @@ mod tests {
         let widget = json!({"typ": "widget", "conversation_id": CONV, "company_id": "c", "exp": exp, "app_metadata": {"role": "admin"}});
         assert!(!verify(widget));
         assert!(!Principal::service().is_admin());
+        // The demo token printed without JWT_SECRET opens the admin console; test tokens do not.
+        assert!(a.verify(&a.issue_demo_token("demo", "c", 60)).unwrap().is_admin());
+        assert!(!a.verify(&a.issue_user_token("u", "c", 60)).unwrap().is_admin());
     }
 
     #[test]

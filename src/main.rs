@@ -40,7 +40,7 @@ async fn main() {
     };
     if let Some(token) = &app.demo_token {
         tracing::warn!("JWT_SECRET is not set: using a random secret; tokens will not survive a restart. Set JWT_SECRET in production.");
-        println!("demo token (user demo-user, company demo-company, valid 24h):\n{token}");
+        println!("demo token (user demo-user, company demo-company, admin, valid 24h):\n{token}");
     }
     let listener = match TcpListener::bind((config.host, config.port)).await {
         Ok(l) => l,
