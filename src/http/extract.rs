@@ -25,14 +25,22 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let ctx = ApiContext::from_ref(state);
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = bearer(header).ok_or(ApiError::Unauthorized("Missing or invalid authorization header"))?;
-        match ctx.auth.verify(token) {
-            Ok(p) => Ok(Caller(p)),
-            Err(AuthError::Missing) => Err(ApiError::Unauthorized("Missing or invalid authorization header")),
-            Err(AuthError::Invalid) => Err(ApiError::Unauthorized("Invalid or expired token")),
-        }
+        verified(&ctx, bearer_token(parts)?).map(Caller)
     }
+}
+
+/// The `Authorization: Bearer` token of a request, or the contract's 401.
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    bearer(header).ok_or(ApiError::Unauthorized("Missing or invalid authorization header"))
+}
+
+/// The principal a user or widget token names, or the contract's 401.
+fn verified(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
+    ctx.auth.verify(token).map_err(|e| match e {
+        AuthError::Missing => ApiError::Unauthorized("Missing or invalid authorization header"),
+        AuthError::Invalid => ApiError::Unauthorized("Invalid or expired token"),
+    })
 }
 
 /// Whoever may read `/metrics`: anyone when `METRICS_TOKEN` is unset, else a bearer of that
@@ -51,8 +59,7 @@ where
         if !ctx.auth.metrics_protected() {
             return Ok(MetricsReader);
         }
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = bearer(header).ok_or(ApiError::Unauthorized("Missing or invalid authorization header"))?;
+        let token = bearer_token(parts)?;
         if ctx.auth.verify_metrics_token(token) {
             return Ok(MetricsReader);
         }
@@ -72,19 +79,13 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let ctx = ApiContext::from_ref(state);
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = bearer(header).ok_or(ApiError::Unauthorized("Missing or invalid authorization header"))?;
-        admin(&ctx, token).map(|_| AdminCaller)
+        admin(&ctx, bearer_token(parts)?).map(|_| AdminCaller)
     }
 }
 
 fn admin(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
-    match ctx.auth.verify(token) {
-        Ok(p) if p.is_admin() => Ok(p),
-        Ok(_) => Err(ApiError::Unauthorized("Admin access required")),
-        Err(AuthError::Missing) => Err(ApiError::Unauthorized("Missing or invalid authorization header")),
-        Err(AuthError::Invalid) => Err(ApiError::Unauthorized("Invalid or expired token")),
-    }
+    let p = verified(ctx, token)?;
+    if p.is_admin() { Ok(p) } else { Err(ApiError::Unauthorized("Admin access required")) }
 }
 
 /// A sibling service holding `INTERNAL_SERVICE_TOKEN`.
