@@ -301,8 +301,7 @@ fn on_join<A: Adapter>(
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
     rt.metrics.event_received(EventIn::Join);
-    let (rt2, session2) = (rt.clone(), session.clone());
-    in_turn(&rt, &session, r, move |r| join(s, rt2, session2, data, r))
+    in_turn(rt, session, r, move |rt, session, r| join(s, rt, session, data, r))
 }
 
 async fn join<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
@@ -376,8 +375,7 @@ fn on_leave<A: Adapter>(
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
     rt.metrics.event_received(EventIn::Leave);
-    let (rt2, session2) = (rt.clone(), session.clone());
-    in_turn(&rt, &session, r, move |r| leave(s, rt2, session2, data, r))
+    in_turn(rt, session, r, move |rt, session, r| leave(s, rt, session, data, r))
 }
 
 async fn leave<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
@@ -418,18 +416,18 @@ fn take_turn(rt: &Realtime, session: &Session) -> Result<ordering::Turn, Service
 /// Runs a store-backed event in its socket's turn. Called synchronously by the handlers below,
 /// which socketioxide calls in arrival order; refusals are answered at once.
 /// The work is boxed only once its turn has come, so a waiting event costs little.
-fn in_turn<A, W, F>(rt: &Realtime, session: &Session, r: Responder<A>, work: W) -> impl Future<Output = ()> + Send + use<A, W, F>
+fn in_turn<A, W, F>(rt: Arc<Realtime>, session: Arc<Session>, r: Responder<A>, work: W) -> impl Future<Output = ()> + Send
 where
     A: Adapter,
-    W: FnOnce(Responder<A>) -> F + Send + 'static,
+    W: FnOnce(Arc<Realtime>, Arc<Session>, Responder<A>) -> F + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let turn = take_turn(rt, session);
+    let turn = take_turn(&rt, &session);
     async move {
         match turn {
             Ok(mut turn) => {
                 turn.wait().await;
-                Box::pin(work(r)).await;
+                Box::pin(work(rt, session, r)).await;
             }
             Err(refusal) => r.error(&refusal),
         }
@@ -582,8 +580,7 @@ fn on_thread_create<A: Adapter>(
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
     rt.metrics.event_received(EventIn::ThreadCreate);
-    let (rt2, session2) = (rt.clone(), session.clone());
-    in_turn(&rt, &session, r, move |r| create_thread(rt2, session2, data, r))
+    in_turn(rt, session, r, move |rt, session, r| create_thread(rt, session, data, r))
 }
 
 async fn create_thread<A: Adapter, E>(rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
@@ -610,8 +607,7 @@ fn on_thread_switch<A: Adapter>(
     r: Responder<A>,
 ) -> impl Future<Output = ()> + Send + 'static {
     rt.metrics.event_received(EventIn::ThreadSwitch);
-    let (rt2, session2) = (rt.clone(), session.clone());
-    in_turn(&rt, &session, r, move |r| switch_thread(s, rt2, session2, data, r))
+    in_turn(rt, session, r, move |rt, session, r| switch_thread(s, rt, session, data, r))
 }
 
 async fn switch_thread<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Session>, data: Result<Value, E>, r: Responder<A>) {
