@@ -67,7 +67,7 @@ async fn one_sockets_sends_are_stored_broadcast_and_acknowledged_in_order() {
 
 #[tokio::test]
 async fn sends_past_the_sockets_queue_are_refused_as_busy_and_not_stored() {
-    // A process-wide bound of 8 pending sends makes the refusal reachable with one socket.
+    // A process-wide bound of 8 pending events makes the refusal reachable with one socket.
     let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000"), ("MAX_PENDING_EVENTS", "8")]);
     let token = user("burst", COMPANY);
     let conversation = app.conversation(&token).await;
@@ -192,17 +192,6 @@ async fn a_member_that_stops_reading_is_disconnected_never_left_with_a_gap() {
     assert_eq!(ack.data["ok"], true, "{}", ack.data);
 }
 
-/// Resident memory of the server, in bytes.
-fn rss(app: &common::TestApp) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", app.pid())).expect("server is running");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        .expect("VmRSS line")
-        * 1024
-}
-
 #[tokio::test]
 async fn overload_is_refused_early_and_what_is_accepted_is_delivered() {
     // The members here share the machine's cores with the saturated server and may read more
@@ -233,7 +222,7 @@ async fn overload_is_refused_early_and_what_is_accepted_is_delivered() {
         receiver.join(&conversation).await;
         rooms.push((conversation, receiver));
     }
-    let baseline = rss(&app);
+    let baseline = app.rss();
 
     let mut senders = Vec::new();
     for (r, (conversation, _)) in rooms.iter().enumerate() {
@@ -266,7 +255,7 @@ async fn overload_is_refused_early_and_what_is_accepted_is_delivered() {
     // Peak memory while the load runs, sampled until every sender has its answers.
     let mut peak = baseline;
     while !senders.iter().all(|t| t.is_finished()) {
-        peak = peak.max(rss(&app));
+        peak = peak.max(app.rss());
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 

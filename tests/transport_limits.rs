@@ -25,17 +25,6 @@ type RawSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const MB: usize = 1_000_000;
 const COMPANY: &str = "company-limits";
 
-/// Resident memory of the server, in bytes.
-fn rss(app: &TestApp) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", app.pid())).expect("server is running");
-    let kb: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line");
-    kb * 1024
-}
-
 /// An Engine.IO WebSocket with the open packet read; no Socket.IO connect sent.
 async fn raw_socket(app: &TestApp) -> RawSocket {
     let url = format!("{}/socket.io/?EIO=4&transport=websocket", app.base_url.replacen("http", "ws", 1));
@@ -67,7 +56,7 @@ const BINARY_EVENT_HEADER: &str = r#"4510-["upload",{"_placeholder":true,"num":0
 #[tokio::test]
 async fn binary_attachments_close_the_socket_and_are_never_buffered() {
     let app = spawn_app(&[]);
-    let before = rss(&app);
+    let before = app.rss();
 
     // Twenty clients that never authenticate announce an attachment and send nine 1 MB binary
     // frames each. The server used to keep about 9.8 MB per connection (13 → 210 MB).
@@ -103,7 +92,7 @@ async fn binary_attachments_close_the_socket_and_are_never_buffered() {
     assert_eq!(ack.data["ok"], true, "{}", ack.data);
     bystander.wait_for("message:new", |d| d["message"]["content"] == "still here").await;
 
-    let grown = rss(&app).saturating_sub(before);
+    let grown = app.rss().saturating_sub(before);
     println!("after 21 refused binary senders: +{} kB", grown / 1000);
     assert!(grown < 40 * MB, "server grew by {grown} bytes after refusing binary packets");
 }
@@ -131,7 +120,7 @@ async fn websocket_messages_are_held_to_the_payload_limit() {
     // A fragmented message is held to the limit as a whole: ten clients that never
     // authenticate each try to send 60 MB in 1 MB fragments (the server used to accept them
     // all: 682 MB resident).
-    let before = rss(&app);
+    let before = app.rss();
     let fragment = vec![b'z'; MB];
     for _ in 0..10 {
         let mut ws = raw_socket(&app).await;
@@ -146,7 +135,7 @@ async fn websocket_messages_are_held_to_the_payload_limit() {
         }
         assert!(sent < 60 || closed_by_server(&mut ws, Duration::from_secs(10)).await, "60 MB message accepted");
     }
-    let grown = rss(&app).saturating_sub(before);
+    let grown = app.rss().saturating_sub(before);
     println!("after ten refused 60 MB fragmented messages: +{} kB", grown / 1000);
     assert!(grown < 40 * MB, "server grew by {grown} bytes after refusing fragmented messages");
 
@@ -162,7 +151,7 @@ async fn read_buffers_shrink_back_after_a_large_message() {
     let conversation = app.conversation(&token).await;
     let warm = SocketClient::connect(&app.base_url, &token).await.expect("connect");
     let _ = warm.emit_ack("message:send", json!({ "conversationId": conversation, "content": "warm up" })).await;
-    let before = rss(&app);
+    let before = app.rss();
 
     // One socket after another sends one 900 kB message and stays open. Each used to keep a
     // read buffer of that size for the rest of its life (100 sockets: +210 MB).
@@ -175,7 +164,7 @@ async fn read_buffers_shrink_back_after_a_large_message() {
         assert_eq!(ack.data["ok"], false);
         open.push(client);
     }
-    let grown = rss(&app).saturating_sub(before);
+    let grown = app.rss().saturating_sub(before);
     println!("100 sockets after one 900 kB message each: +{} kB", grown / 1000);
     assert!(grown < 40 * MB, "100 sockets that each received one 900 kB message hold {grown} more bytes");
 

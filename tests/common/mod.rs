@@ -56,31 +56,34 @@ pub fn spawn_node_sharing(other: &TestApp, extra: &[(&str, &str)]) -> TestApp {
 impl TestApp {
     /// Stops this app and starts a new one on the same data directory.
     pub fn restart(mut self) -> TestApp {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let temp = self._temp.take();
-        let mut next = start(&self.data_dir, &self.env);
-        next._temp = temp;
-        next
+        self.kill();
+        self.successor()
     }
 
     /// Stops the app with SIGTERM, waits for it to exit, and starts a new one on the same data
     /// directory (and database). Returns the exit status and how long the exit took.
     pub fn terminate_and_restart(mut self) -> (std::process::ExitStatus, std::time::Duration, TestApp) {
         let started = std::time::Instant::now();
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let status = self.child.wait().expect("wait for chat-service");
-        let took = started.elapsed();
-        let temp = self._temp.take();
-        let mut next = start(&self.data_dir, &self.env);
-        next._temp = temp;
-        (status, took, next)
+        let status = self.sigterm_and_wait();
+        (status, started.elapsed(), self.successor())
     }
 
     /// Stops the app as an orchestrator would (SIGTERM) and waits for it to exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.sigterm_and_wait()
+    }
+
+    fn sigterm_and_wait(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         self.child.wait().expect("wait for chat-service")
+    }
+
+    /// A new app on this one's data directory and environment, which takes over the directory.
+    fn successor(mut self) -> TestApp {
+        let temp = self._temp.take();
+        let mut next = start(&self.data_dir, &self.env);
+        next._temp = temp;
+        next
     }
 
     /// Kills the server at once (SIGKILL), as a crashed node or a lost machine would go.
@@ -92,6 +95,17 @@ impl TestApp {
     /// The server's process id, to read its resource use from `/proc`.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's resident memory now, in bytes.
+    pub fn rss(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("server is running");
+        let kb: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line");
+        kb * 1024
     }
 
     /// Every panic report the server has written to stderr so far: the `panicked at` line
