@@ -237,7 +237,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
         closing: AtomicBool::new(false),
         metrics: metrics.clone(),
     });
-    metrics.watch_pending_sends(realtime.queue_limits.pending_count());
+    metrics.watch_pending_events(realtime.queue_limits.pending_count());
     let (socket_layer, io) = builder.with_state(realtime.clone()).build_layer();
     let sockets_of = io.clone();
     metrics.watch_transports(move || {

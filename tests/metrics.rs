@@ -24,7 +24,7 @@ const DOCUMENTED: &[&str] = &[
     "chat_broadcast_recipients_count",
     "chat_send_ack_duration_seconds_bucket",
     "chat_send_ack_duration_seconds_count",
-    "chat_sends_pending",
+    "chat_socket_events_pending",
     "chat_busy_refusals_total",
     "chat_slow_consumer_disconnects_total",
     "chat_rate_limit_refusals_total",

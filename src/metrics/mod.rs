@@ -275,7 +275,7 @@ struct Live {
     room_members: DashMap<String, usize>,
     /// `(websocket, polling)` sockets connected to this node.
     transports: OnceLock<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
-    pending_sends: OnceLock<Arc<AtomicUsize>>,
+    pending_events: OnceLock<Arc<AtomicUsize>>,
     cluster: OnceLock<Arc<Cluster>>,
 }
 
@@ -329,7 +329,7 @@ impl Metrics {
         let send_ack = [send_ack.get_or_create_owned(&vec![("outcome", "ok")]), send_ack.get_or_create_owned(&vec![("outcome", "error")])];
 
         let busy_refusals = Counter::default();
-        r.register("chat_busy_refusals", "message:sends refused because too many were queued (per socket or MAX_PENDING_SENDS)", busy_refusals.clone());
+        r.register("chat_busy_refusals", "socket events refused because too many were queued (MAX_PENDING_EVENTS_PER_SOCKET or MAX_PENDING_EVENTS)", busy_refusals.clone());
 
         let store_operations = histogram_family(STORE_SECONDS);
         r.register_with_unit(
@@ -412,8 +412,8 @@ impl Metrics {
         let _ = self.live.transports.set(Box::new(count));
     }
 
-    pub fn watch_pending_sends(&self, pending: Arc<AtomicUsize>) {
-        let _ = self.live.pending_sends.set(pending);
+    pub fn watch_pending_events(&self, pending: Arc<AtomicUsize>) {
+        let _ = self.live.pending_events.set(pending);
     }
 
     pub fn watch_redis(&self, cluster: Arc<Cluster>) {
@@ -584,9 +584,9 @@ impl Collector for LiveCollector {
         let gauge = ConstGauge::new(rooms);
         gauge.encode(encoder.encode_descriptor("chat_rooms", "Conversation rooms with at least one socket on this node", None, gauge.metric_type())?)?;
 
-        let pending = live.pending_sends.get().map_or(0, |p| p.load(Ordering::Relaxed)) as i64;
+        let pending = live.pending_events.get().map_or(0, |p| p.load(Ordering::Relaxed)) as i64;
         let gauge = ConstGauge::new(pending);
-        gauge.encode(encoder.encode_descriptor("chat_sends_pending", "message:sends queued or running on this node", None, gauge.metric_type())?)?;
+        gauge.encode(encoder.encode_descriptor("chat_socket_events_pending", "store-backed socket events (sends, joins, leaves, threads) queued or running on this node", None, gauge.metric_type())?)?;
 
         let closed = ConstCounter::new(engineioxide::socket::slow_connections_closed());
         closed.encode(encoder.encode_descriptor(

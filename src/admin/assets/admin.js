@@ -145,7 +145,7 @@
     $('connections').textContent = websocket + polling;
     $('transports').textContent = `${websocket} websocket · ${polling} polling`;
     $('rooms').textContent = total(samples, 'chat_rooms');
-    $('pending').textContent = total(samples, 'chat_sends_pending');
+    $('pending').textContent = total(samples, 'chat_socket_events_pending');
     $('refusals').textContent =
       `${total(samples, 'chat_busy_refusals_total')} · ${total(samples, 'chat_rate_limit_refusals_total')}`;
     $('slow').textContent = total(samples, 'chat_slow_consumer_disconnects_total');
