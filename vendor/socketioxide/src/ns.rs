@@ -17,9 +17,18 @@ use crate::{
 use socketioxide_core::{
     Sid, Str, Uid, Value,
     adapter::{BroadcastIter, CoreLocalAdapter, RemoteSocketData, SocketEmitter},
-    packet::{ConnectPacket, Packet, PacketData},
+    packet::{Packet, PacketData},
     parser::Parse,
 };
+
+/// The payload of the CONNECT packet: the socket id and, when connection state recovery
+/// set one, the private session id. Serialized as upstream's `ConnectPacket` without a `pid`.
+#[derive(serde::Serialize)]
+struct ConnectPayload<'a> {
+    sid: Sid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<&'a str>,
+}
 
 /// A [`Namespace`] constructor used for dynamic namespaces
 /// A namespace constructor only hold a common handler that will be cloned
@@ -168,7 +177,10 @@ impl<A: Adapter> Namespace<A> {
         tracing::trace!(?socket.id, ?self.path, "socket added to namespace");
 
         let protocol = esocket.protocol.into();
-        let payload = ConnectPacket { sid: socket.id };
+        let payload = ConnectPayload {
+            sid: socket.id,
+            pid: socket.pid(),
+        };
         let payload = match protocol {
             ProtocolVersion::V5 => Some(self.parser.encode_default(&payload).unwrap()),
             ProtocolVersion::V4 => None,

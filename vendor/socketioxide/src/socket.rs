@@ -6,7 +6,7 @@ use std::{
     fmt::{self, Debug},
     future::Future,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
         atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -306,6 +306,16 @@ pub struct Socket<A: Adapter = LocalAdapter> {
     #[cfg(feature = "extensions")]
     pub extensions: Extensions,
     esocket: Arc<engineioxide::Socket<SocketData<A>>>,
+    /// The private session id sent with the CONNECT packet (connection state recovery).
+    pid: OnceLock<String>,
+    /// Broadcast packets kept back while held (see [`Socket::hold_broadcasts`]).
+    held: Mutex<Option<HeldBroadcasts>>,
+}
+
+/// Broadcast packets received by a held socket, in arrival order, and how many it may keep.
+struct HeldBroadcasts {
+    packets: Vec<Value>,
+    limit: usize,
 }
 
 impl<A: Adapter> Socket<A> {
@@ -329,7 +339,57 @@ impl<A: Adapter> Socket<A> {
             #[cfg(feature = "extensions")]
             extensions: Extensions::new(),
             esocket,
+            pid: OnceLock::new(),
+            held: Mutex::new(None),
         }
+    }
+
+    /// # Sets the private session id sent to the client with the CONNECT packet.
+    ///
+    /// For connection state recovery: a client that reconnects gives this id back, with the
+    /// offset of the last packet it received, in its CONNECT payload (`pid` and `offset`), and
+    /// takes the session as recovered when the server answers with the same id.
+    /// Only effective before the CONNECT packet is sent, i.e. in a connect middleware; set
+    /// once, later calls are ignored. Without it the CONNECT packet is unchanged.
+    pub fn set_pid(&self, pid: impl Into<String>) {
+        let _ = self.pid.set(pid.into());
+    }
+
+    /// The private session id set with [`Socket::set_pid`], if any.
+    pub fn pid(&self) -> Option<&str> {
+        self.pid.get().map(String::as_str)
+    }
+
+    /// # Holds back the broadcast packets sent to this socket until [`Socket::release_broadcasts`].
+    ///
+    /// For replaying missed packets without a gap: hold, join the rooms, read what was missed,
+    /// emit it, then release. Packets emitted to this socket alone are not held.
+    /// Past `limit` held packets the socket is closed, as when its outgoing buffer is full.
+    pub fn hold_broadcasts(&self, limit: usize) {
+        let mut held = self.held.lock().unwrap();
+        if held.is_none() {
+            *held = Some(HeldBroadcasts { packets: Vec::new(), limit });
+        }
+    }
+
+    /// # Sends the broadcast packets held since [`Socket::hold_broadcasts`] and stops holding.
+    ///
+    /// `keep` is asked about each held packet, in arrival order; those it refuses (packets
+    /// already sent by other means) are dropped. Broadcasts arriving meanwhile wait, so they
+    /// follow the held ones. Returns how many were sent.
+    pub fn release_broadcasts(&self, mut keep: impl FnMut(&Value) -> bool) -> usize {
+        let mut held = self.held.lock().unwrap();
+        let Some(HeldBroadcasts { packets, .. }) = held.take() else {
+            return 0;
+        };
+        let mut sent = 0;
+        for packet in packets.into_iter().filter(|p| keep(p)) {
+            if self.send_raw_now(packet).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
     }
 
     /// # Registers a [`MessageHandler`] for the given event.
@@ -744,6 +804,23 @@ impl<A: Adapter> Socket<A> {
         Ok(())
     }
     pub(crate) fn send_raw(&self, value: Value) -> Result<(), SocketError> {
+        {
+            let mut held = self.held.lock().unwrap();
+            if let Some(held) = held.as_mut() {
+                if held.packets.len() < held.limit {
+                    held.packets.push(value);
+                    return Ok(());
+                }
+                #[cfg(feature = "tracing")]
+                tracing::warn!(sid = %self.id, "held broadcasts over the limit: closing the connection");
+                self.esocket.close(EIoDisconnectReason::TransportError);
+                return Err(SocketError::InternalChannelFull);
+            }
+        }
+        self.send_raw_now(value)
+    }
+
+    fn send_raw_now(&self, value: Value) -> Result<(), SocketError> {
         let permit = self.reserve()?;
         permit.send_raw(value);
         Ok(())
