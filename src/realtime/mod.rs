@@ -275,13 +275,21 @@ async fn restore<A: Adapter>(
 /// those among the missed ones, and tells its rooms it is back.
 async fn replay<A: Adapter>(s: &SocketRef<A>, rt: &Realtime, session: &Session, replay: Replay) {
     let mut sent = HashSet::with_capacity(replay.events.len());
-    for e in &replay.events {
-        let Ok(payload) = serde_json::from_str::<&serde_json::value::RawValue>(&e.payload) else { continue };
-        rt.metrics.event_emitted(&e.event);
-        if s.emit(e.event.as_str(), &(payload, e.offset.as_str())).is_err() {
-            break;
+    // At the client's pace: a quarter of the buffer at a time, once half of it is free, so
+    // a long replay neither overflows the buffer nor crowds out the socket's other packets.
+    let batch = (rt.hold_limit / 4).max(1);
+    'replay: for events in replay.events.chunks(batch) {
+        if !s.wait_for_room(2 * batch).await {
+            return;
         }
-        sent.insert(e.offset.as_str());
+        for e in events {
+            let Ok(payload) = serde_json::from_str::<&serde_json::value::RawValue>(&e.payload) else { continue };
+            rt.metrics.event_emitted(&e.event);
+            if s.emit(e.event.as_str(), &(payload, e.offset.as_str())).is_err() {
+                break 'replay;
+            }
+            sent.insert(e.offset.as_str());
+        }
     }
     s.release_broadcasts(|packet| match packet {
         socketioxide_core::Value::Str(text, _) => recovery::offset_of_packet(text).is_none_or(|o| !sent.contains(o)),

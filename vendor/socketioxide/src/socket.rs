@@ -372,6 +372,13 @@ impl<A: Adapter> Socket<A> {
         }
     }
 
+    /// # Waits until at least `room` packets fit in this socket's outgoing buffer.
+    ///
+    /// `false` once the socket is closed. See `engineioxide::Socket::wait_for_room`.
+    pub async fn wait_for_room(&self, room: usize) -> bool {
+        self.esocket.wait_for_room(room).await
+    }
+
     /// # Sends the broadcast packets held since [`Socket::hold_broadcasts`] and stops holding.
     ///
     /// `keep` is asked about each held packet, in arrival order; those it refuses (packets
