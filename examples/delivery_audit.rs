@@ -78,8 +78,8 @@ async fn main() {
     })
     .await;
     println!(
-        "acknowledged {} (unacknowledged {}), {} members, reconnects {}, missing {}",
-        report.acknowledged, report.unacknowledged, report.members, report.reconnects, report.missing
+        "acknowledged {} (unacknowledged {}), {} members, reconnects {} (recovered {}), missing {}",
+        report.acknowledged, report.unacknowledged, report.members, report.reconnects, report.recovered, report.missing
     );
     drop((a, b));
     if report.missing > 0 {

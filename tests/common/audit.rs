@@ -1,8 +1,10 @@
 //! A delivery audit: members of one conversation spread over several nodes, senders sending at
 //! a fixed rate, and per member the acknowledged message ids set against the ids it received.
-//! A member whose connection drops reconnects to the next node that answers and catches up
-//! with `conversation:join` and `lastMessageId`, as a client without connection state recovery
-//! does. Used by the node-loss test and by `examples/delivery_audit.rs`.
+//! A member whose connection drops reconnects to the next node that answers with its session id
+//! and last offset (connection state recovery, as socket.io-client 4.6+ does); only when the
+//! session is not recovered does it catch up with `conversation:join` and `lastMessageId`, as
+//! a client without recovery does. Used by the node-loss test and by
+//! `examples/delivery_audit.rs`.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -40,6 +42,8 @@ pub struct AuditReport {
     pub missing: usize,
     /// Members' reconnections to another node.
     pub reconnects: usize,
+    /// Of those, the ones whose session was recovered (no catch-up needed).
+    pub recovered: usize,
 }
 
 /// Catching up starts this many received messages before the newest one: messages stored on
@@ -84,6 +88,7 @@ pub async fn run(plan: AuditPlan, during: impl FnOnce() + Send + 'static) -> Aud
     for member in members {
         let member = member.await.expect("member task");
         report.reconnects += member.reconnects;
+        report.recovered += member.recovered;
         report.missing += acked.iter().filter(|id| !member.seen.contains(*id)).count();
     }
     report
@@ -138,6 +143,7 @@ struct Member {
     received: Vec<String>,
     seen: HashSet<String>,
     reconnects: usize,
+    recovered: usize,
 }
 
 impl Member {
@@ -147,7 +153,7 @@ impl Member {
         let mut client = connect_any(plan, &mut node, &token).await;
         client.join(&plan.conversation).await;
         let first = plan.first_message.clone();
-        Member { client, node, token, received: vec![first.clone()], seen: HashSet::from([first]), reconnects: 0 }
+        Member { client, node, token, received: vec![first.clone()], seen: HashSet::from([first]), reconnects: 0, recovered: 0 }
     }
 
     fn take(&mut self, id: &str) {
@@ -184,14 +190,27 @@ impl Member {
         }
     }
 
-    /// Moves to the next node that answers and asks for what came after a message received a
-    /// little before the newest, page by page.
+    /// Moves to the next node that answers, asking for its session back; when it is not
+    /// recovered, asks for what came after a message received a little before the newest,
+    /// page by page.
     async fn reconnect(&mut self, plan: &AuditPlan) {
         self.reconnects += 1;
         self.node += 1;
-        let mut node = self.node;
-        self.client = connect_any(plan, &mut node, &self.token).await;
-        self.node = node;
+        let deadline = Instant::now() + SETTLE;
+        let client = loop {
+            let url = &plan.nodes[self.node % plan.nodes.len()];
+            match SocketClient::reconnect(url, &self.token, &self.client).await {
+                Ok(client) => break client,
+                Err(e) if Instant::now() > deadline => panic!("no node answers; last error from {url}: {e}"),
+                Err(_) => self.node += 1,
+            }
+        };
+        let recovered = client.pid.is_some() && client.pid == self.client.pid && self.client.last_offset().is_some();
+        self.client = client;
+        if recovered {
+            self.recovered += 1;
+            return;
+        }
         let mut anchor = self.received[self.received.len().saturating_sub(CATCH_UP_MARGIN + 1)].clone();
         loop {
             let payload = json!({ "conversationId": plan.conversation, "lastMessageId": anchor });
