@@ -79,8 +79,8 @@ async fn main() {
     })
     .await;
     println!(
-        "acknowledged {} (unacknowledged {}), {} members, reconnects {} (recovered {}), missing {}",
-        report.acknowledged, report.unacknowledged, report.members, report.reconnects, report.recovered, report.missing
+        "acknowledged {} (unacknowledged {}), {} members, reconnects {} (recovered {}), missing {} ({} of reconnected members)",
+        report.acknowledged, report.unacknowledged, report.members, report.reconnects, report.recovered, report.missing, report.missing_after_reconnect
     );
     drop((a, b));
     if report.missing > 0 {

@@ -18,6 +18,8 @@ pub struct StreamEvent {
     pub conversation_id: String,
     pub event: String,
     pub payload: String,
+    /// The node that appended (and emitted) it.
+    pub node: String,
 }
 
 /// Stream entries read per round trip when replaying.
@@ -43,7 +45,7 @@ impl RecoveryRedis {
     /// Appends an event; its stream id is the offset. Entries older than `keep_since_ms`
     /// (Unix milliseconds) are trimmed on the way (approximately: whole nodes of the stream,
     /// so a few older ones may stay, never a newer one go).
-    pub async fn append(&self, conversation_id: &str, event: &str, payload: &str, keep_since_ms: u64) -> Option<String> {
+    pub async fn append(&self, node: &str, conversation_id: &str, event: &str, payload: &str, keep_since_ms: u64) -> Option<String> {
         let stream = &self.stream;
         self.cluster
             .run(|mut c| async move {
@@ -59,6 +61,8 @@ impl RecoveryRedis {
                     .arg(event)
                     .arg("p")
                     .arg(payload)
+                    .arg("n")
+                    .arg(node)
                     .query_async(&mut c)
                     .await
             })
@@ -141,17 +145,18 @@ impl RecoveryRedis {
 }
 
 fn event_of(offset: String, fields: Vec<String>) -> Option<StreamEvent> {
-    let (mut conversation_id, mut event, mut payload) = (None, None, None);
+    let (mut conversation_id, mut event, mut payload, mut node) = (None, None, None, String::new());
     let mut it = fields.into_iter();
     while let (Some(name), Some(value)) = (it.next(), it.next()) {
         match name.as_str() {
             "c" => conversation_id = Some(value),
             "e" => event = Some(value),
             "p" => payload = Some(value),
+            "n" => node = value,
             _ => {}
         }
     }
-    Some(StreamEvent { offset, conversation_id: conversation_id?, event: event?, payload: payload? })
+    Some(StreamEvent { offset, conversation_id: conversation_id?, event: event?, payload: payload?, node })
 }
 
 /// The time part of a stream id (`<ms>-<seq>`), or `None` for anything else.

@@ -99,15 +99,20 @@ impl Session {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, rooms: Vec<String>) -> recovery::SessionRecord {
-        recovery::SessionRecord { user_id: self.principal.user_id.clone(), company_id: self.principal.company_id.clone(), rooms }
+    fn record(&self, recovery: &Recovery, rooms: Vec<String>) -> recovery::SessionRecord {
+        recovery::SessionRecord {
+            user_id: self.principal.user_id.clone(),
+            company_id: self.principal.company_id.clone(),
+            rooms,
+            node: recovery.node().to_string(),
+        }
     }
 
     /// Records the socket's current rooms under its session id, where every node can read them.
     async fn remember_rooms(&self, rt: &Realtime) {
         if let (Some(recovery), Some(pid)) = (&rt.recovery, self.pid.get()) {
             let rooms = self.state().rooms.iter().cloned().collect();
-            recovery.save_live(pid, &self.record(rooms)).await;
+            recovery.save_live(pid, &self.record(recovery, rooms)).await;
         }
     }
 }
@@ -261,7 +266,7 @@ async fn restore<A: Adapter>(
         r.done().await;
     }
     let wanted: HashSet<String> = rooms.iter().cloned().collect();
-    match recovery.missed(offset, &wanted).await {
+    match recovery.missed(offset, &record.node, &wanted).await {
         Some(events) => Some(Replay { events, rooms }),
         None => {
             // Kept in the rooms (the client joins them again anyway), but nothing is held.
@@ -363,7 +368,7 @@ async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(ses
         match reason {
             // The client (or the server, on purpose) ended the session: nothing to come back to.
             DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect => recovery.forget(pid).await,
-            _ => recovery.save_disconnected(pid, &session.record(joined.clone())).await,
+            _ => recovery.save_disconnected(pid, &session.record(recovery, joined.clone())).await,
         }
     }
     for registered in left {

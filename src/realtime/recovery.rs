@@ -27,6 +27,9 @@ const LOCAL_LOG_CAP: usize = 100_000;
 /// expired in-process sessions are dropped. A live session's record outlives its last push by
 /// the window plus this, so it survives the node's death for at least the window.
 const LEASE: Duration = Duration::from_secs(30);
+/// How far before a client's offset the replay looks for events of other nodes (see
+/// `Recovery::missed`).
+const CROSS_NODE_MARGIN: Duration = Duration::from_secs(5);
 /// Room events the log records: every state change a member must not miss. `presence:update`
 /// is not among them (it describes now, not a change to catch up on; `GET .../presence`
 /// answers it), nor are the relays the socket handlers emit (typing, `user:joined`/`left`).
@@ -44,6 +47,9 @@ pub struct SessionRecord {
     /// Conversation ids of the rooms the socket was in.
     #[serde(rename = "r")]
     pub rooms: Vec<String>,
+    /// The node the socket was last connected to (see `Recovery::missed`).
+    #[serde(rename = "n", default)]
+    pub node: String,
 }
 
 /// A recorded event to replay.
@@ -115,7 +121,7 @@ impl Recovery {
     pub async fn record(&self, conversation_id: &str, event: &'static str, payload: &RawValue) -> String {
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             let keep_since = unix_ms().saturating_sub(self.window.as_millis() as u64);
-            if let Some(offset) = redis.append(conversation_id, event, payload.get(), keep_since).await {
+            if let Some(offset) = redis.append(&self.node, conversation_id, event, payload.get(), keep_since).await {
                 return offset;
             }
         }
@@ -136,7 +142,14 @@ impl Recovery {
 
     /// The recorded events after `offset` in `rooms`, oldest first; `None` when the log cannot
     /// tell (an offset it never gave, one older than what it still holds, Redis not answering).
-    pub async fn missed(&self, offset: &str, rooms: &HashSet<String>) -> Option<Vec<LoggedEvent>> {
+    ///
+    /// `node` is where the client received its events. That node emitted its own events in
+    /// offset order, but events of other nodes reach it a little later than their offset says,
+    /// so the client may have received an event of this node before an earlier one of another
+    /// node that was lost with the connection. Events of other nodes from up to
+    /// `CROSS_NODE_MARGIN` before the offset are replayed too: a client may get one of them
+    /// twice (it de-duplicates by id), never miss one.
+    pub async fn missed(&self, offset: &str, node: &str, rooms: &HashSet<String>) -> Option<Vec<LoggedEvent>> {
         if let Some(seq) = self.local_seq(offset) {
             let mut log = self.local_log();
             log.trim(Instant::now(), self.window);
@@ -152,6 +165,7 @@ impl Recovery {
                         conversation_id: e.conversation_id.clone(),
                         event: e.event.to_string(),
                         payload: e.payload.get().to_string(),
+                        node: self.node.clone(),
                     })
                     .collect(),
             );
@@ -168,7 +182,19 @@ impl Recovery {
                 return None;
             }
         }
-        redis.read_after(offset, |c| rooms.contains(c)).await
+        let from = format!("{}-0", offset_ms.saturating_sub(CROSS_NODE_MARGIN.as_millis() as u64));
+        let events = redis.read_after(&from, |c| rooms.contains(c)).await?;
+        Some(
+            events
+                .into_iter()
+                .filter(|e| stream_id_cmp(&e.offset, offset).is_some_and(|c| c.is_gt()) || (e.node != node && e.offset != offset))
+                .collect(),
+        )
+    }
+
+    /// This node's name in the log and in session records.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     fn local_seq(&self, offset: &str) -> Option<u64> {
@@ -314,10 +340,10 @@ mod tests {
         r.record("b", events::MESSAGE_NEW, &raw("2")).await;
         r.record("a", events::MESSAGE_EDITED, &raw("3")).await;
         let rooms: HashSet<String> = ["a".to_string()].into();
-        let missed = r.missed(&first, &rooms).await.unwrap();
+        let missed = r.missed(&first, &r.node, &rooms).await.unwrap();
         assert_eq!(missed.iter().map(|e| (e.event.as_str(), e.payload.as_str())).collect::<Vec<_>>(), [(events::MESSAGE_EDITED, "3")]);
-        assert!(r.missed("othernode:1", &rooms).await.is_none());
-        assert!(r.missed(&format!("{}:99", r.node), &rooms).await.is_none());
+        assert!(r.missed("othernode:1", &r.node, &rooms).await.is_none());
+        assert!(r.missed(&format!("{}:99", r.node), &r.node, &rooms).await.is_none());
     }
 
     #[tokio::test]
@@ -329,6 +355,6 @@ mod tests {
             r.record("a", events::MESSAGE_NEW, &raw).await;
         }
         let rooms: HashSet<String> = ["a".to_string()].into();
-        assert!(r.missed(&first, &rooms).await.is_none());
+        assert!(r.missed(&first, &r.node, &rooms).await.is_none());
     }
 }

@@ -44,6 +44,8 @@ pub struct AuditReport {
     pub reconnects: usize,
     /// Of those, the ones whose session was recovered (no catch-up needed).
     pub recovered: usize,
+    /// Of `missing`, those of members that reconnected.
+    pub missing_after_reconnect: usize,
 }
 
 /// Catching up starts this many received messages before the newest one: messages stored on
@@ -89,7 +91,11 @@ pub async fn run(plan: AuditPlan, during: impl FnOnce() + Send + 'static) -> Aud
         let member = member.await.expect("member task");
         report.reconnects += member.reconnects;
         report.recovered += member.recovered;
-        report.missing += acked.iter().filter(|id| !member.seen.contains(*id)).count();
+        let missing = acked.iter().filter(|id| !member.seen.contains(*id)).count();
+        report.missing += missing;
+        if member.reconnects > 0 {
+            report.missing_after_reconnect += missing;
+        }
     }
     report
 }
