@@ -79,8 +79,15 @@ async fn main() {
     })
     .await;
     println!(
-        "acknowledged {} (unacknowledged {}), {} members, reconnects {} (recovered {}), missing {} ({} of reconnected members)",
-        report.acknowledged, report.unacknowledged, report.members, report.reconnects, report.recovered, report.missing, report.missing_after_reconnect
+        "acknowledged {} (unacknowledged {}), {} members, reconnects {} (recovered {}), missing {} ({} of reconnected members), duplicates {}",
+        report.acknowledged,
+        report.unacknowledged,
+        report.members,
+        report.reconnects,
+        report.recovered,
+        report.missing,
+        report.missing_after_reconnect,
+        report.duplicates
     );
     drop((a, b));
     if report.missing > 0 {

@@ -79,9 +79,10 @@ impl RecoveryRedis {
         Some(first.into_iter().next().map(|(id, _)| id))
     }
 
-    /// The events after `offset` (exclusive) for which `wanted` says yes, oldest first.
-    /// `None` when Redis stopped answering part way.
-    pub async fn read_after(&self, offset: &str, wanted: impl Fn(&str) -> bool) -> Option<Vec<StreamEvent>> {
+    /// The events after `offset` (exclusive) for which `wanted` says yes, oldest first, and the
+    /// id of the last entry read (`offset` when there was none): what comes after it was
+    /// appended after the read. `None` when Redis stopped answering part way.
+    pub async fn read_after(&self, offset: &str, wanted: impl Fn(&StreamEvent) -> bool) -> Option<(Vec<StreamEvent>, String)> {
         let mut from = offset.to_string();
         let mut found = Vec::new();
         loop {
@@ -96,12 +97,12 @@ impl RecoveryRedis {
             let full = batch.len() == READ_BATCH;
             for (id, fields) in batch {
                 from.clone_from(&id);
-                if let Some(e) = event_of(id, fields).filter(|e| wanted(&e.conversation_id)) {
+                if let Some(e) = event_of(id, fields).filter(&wanted) {
                     found.push(e);
                 }
             }
             if !full {
-                return Some(found);
+                return Some((found, from));
             }
         }
     }

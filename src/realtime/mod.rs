@@ -74,12 +74,17 @@ pub struct Session {
     pid: OnceLock<String>,
     /// What a recovered socket is still owed once its CONNECT is sent.
     replay: Mutex<Option<Replay>>,
+    /// Taken for each write of the session's record, so they land in order.
+    record_writes: tokio::sync::Mutex<()>,
 }
 
 /// The missed events of a recovered session, and the rooms it was put back in.
 struct Replay {
     events: Vec<recovery::LoggedEvent>,
     rooms: Vec<String>,
+    /// Where the log was read to: events appended after it are read once the socket can
+    /// receive broadcasts (see `replay`).
+    read_to: String,
 }
 
 /// What this socket holds in `Presence` and in rooms. Changed only under the session's lock
@@ -99,20 +104,26 @@ impl Session {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, recovery: &Recovery, rooms: Vec<String>) -> recovery::SessionRecord {
-        recovery::SessionRecord {
-            user_id: self.principal.user_id.clone(),
-            company_id: self.principal.company_id.clone(),
-            rooms,
-            node: recovery.node().to_string(),
-        }
+    fn record(&self, rooms: Vec<String>) -> recovery::SessionRecord {
+        recovery::SessionRecord { user_id: self.principal.user_id.clone(), company_id: self.principal.company_id.clone(), rooms }
     }
 
     /// Records the socket's current rooms under its session id, where every node can read them.
+    /// The rooms are read once the previous write is done: two writes in flight (the connect
+    /// handler's and a join's) could otherwise land in the wrong order and leave the record
+    /// without a room the socket is in.
     async fn remember_rooms(&self, rt: &Realtime) {
         if let (Some(recovery), Some(pid)) = (&rt.recovery, self.pid.get()) {
-            let rooms = self.state().rooms.iter().cloned().collect();
-            recovery.save_live(pid, &self.record(recovery, rooms)).await;
+            let _turn = self.record_writes.lock().await;
+            let rooms = {
+                let state = self.state();
+                // Disconnected: `on_disconnect` writes the last record.
+                if state.closed {
+                    return;
+                }
+                state.rooms.iter().cloned().collect()
+            };
+            recovery.save_live(pid, &self.record(rooms)).await;
         }
     }
 }
@@ -189,6 +200,7 @@ async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth):
         events: Default::default(),
         pid: OnceLock::new(),
         replay: Mutex::new(None),
+        record_writes: tokio::sync::Mutex::new(()),
     });
     s.extensions.insert(session.clone());
     // Registered here rather than in `on_connect`: socketioxide sends CONNECT as soon as this
@@ -266,8 +278,8 @@ async fn restore<A: Adapter>(
         r.done().await;
     }
     let wanted: HashSet<String> = rooms.iter().cloned().collect();
-    match recovery.missed(offset, &record.node, &wanted).await {
-        Some(events) => Some(Replay { events, rooms }),
+    match recovery.missed(offset, &wanted).await {
+        Some(missed) => Some(Replay { events: missed.events, rooms, read_to: missed.read_to }),
         None => {
             // Kept in the rooms (the client joins them again anyway), but nothing is held.
             s.release_broadcasts(|_| true);
@@ -278,7 +290,16 @@ async fn restore<A: Adapter>(
 
 /// Sends a recovered socket the events it missed, then the broadcasts held meanwhile except
 /// those among the missed ones, and tells its rooms it is back.
-async fn replay<A: Adapter>(s: &SocketRef<A>, rt: &Realtime, session: &Session, replay: Replay) {
+async fn replay<A: Adapter>(s: &SocketRef<A>, rt: &Realtime, recovery: &Recovery, session: &Session, mut replay: Replay) {
+    // The log was read during the handshake, before socketioxide lists the socket in its
+    // namespace: until then a broadcast to its rooms passes it by, held or not. Whatever was
+    // appended since that read is read now that it is listed; a broadcast after this read
+    // reaches the hold (events of both reads are dropped from it).
+    let rooms: HashSet<String> = replay.rooms.iter().cloned().collect();
+    match recovery.since(&replay.read_to, &rooms).await {
+        Some(more) => replay.events.extend(more),
+        None => tracing::warn!("recovered session: the event log could not be read again; events of the last moments may be missing"),
+    }
     let mut sent = HashSet::with_capacity(replay.events.len());
     // At the client's pace: a quarter of the buffer at a time, once half of it is free, so
     // a long replay neither overflows the buffer nor crowds out the socket's other packets.
@@ -339,8 +360,8 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(sessio
         rt.presence.connect(user)
     };
     let owed = session.replay.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(owed) = owed {
-        replay(&s, &rt, &session, owed).await;
+    if let (Some(owed), Some(recovery)) = (owed, &rt.recovery) {
+        replay(&s, &rt, recovery, &session, owed).await;
     }
     session.remember_rooms(&rt).await;
     if first_socket.everywhere().await {
@@ -365,10 +386,11 @@ async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(ses
         (joined, left, std::mem::take(&mut state.online))
     };
     if let (Some(recovery), Some(pid)) = (&rt.recovery, session.pid.get()) {
+        let _turn = session.record_writes.lock().await;
         match reason {
             // The client (or the server, on purpose) ended the session: nothing to come back to.
             DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect => recovery.forget(pid).await,
-            _ => recovery.save_disconnected(pid, &session.record(recovery, joined.clone())).await,
+            _ => recovery.save_disconnected(pid, &session.record(joined.clone())).await,
         }
     }
     for registered in left {

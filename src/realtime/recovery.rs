@@ -47,13 +47,17 @@ pub struct SessionRecord {
     /// Conversation ids of the rooms the socket was in.
     #[serde(rename = "r")]
     pub rooms: Vec<String>,
-    /// The node the socket was last connected to (see `Recovery::missed`).
-    #[serde(rename = "n", default)]
-    pub node: String,
 }
 
 /// A recorded event to replay.
 pub type LoggedEvent = StreamEvent;
+
+/// What a returning client missed, as far as the log has been read.
+pub struct Missed {
+    pub events: Vec<LoggedEvent>,
+    /// Where the read stopped: events appended after it are read with `Recovery::since`.
+    pub read_to: String,
+}
 
 struct LocalEntry {
     seq: u64,
@@ -143,32 +147,24 @@ impl Recovery {
     /// The recorded events after `offset` in `rooms`, oldest first; `None` when the log cannot
     /// tell (an offset it never gave, one older than what it still holds, Redis not answering).
     ///
-    /// `node` is where the client received its events. That node emitted its own events in
-    /// offset order, but events of other nodes reach it a little later than their offset says,
-    /// so the client may have received an event of this node before an earlier one of another
-    /// node that was lost with the connection. Events of other nodes from up to
-    /// `CROSS_NODE_MARGIN` before the offset are replayed too: a client may get one of them
-    /// twice (it de-duplicates by id), never miss one.
-    pub async fn missed(&self, offset: &str, node: &str, rooms: &HashSet<String>) -> Option<Vec<LoggedEvent>> {
+    /// A socket receives the events of each node in that node's offset order, but those of two
+    /// nodes interleave as they come: the event of the client's offset came from one node (its
+    /// origin), and an earlier event of another node, still on its way when the connection
+    /// went, may have been lost after it. So besides everything after the offset, events of
+    /// every other node from up to `CROSS_NODE_MARGIN` before it are replayed: a client may get
+    /// one of them twice (it de-duplicates by id), never miss one. Events of the origin before
+    /// the offset all came before it and are not replayed.
+    pub async fn missed(&self, offset: &str, rooms: &HashSet<String>) -> Option<Missed> {
         if let Some(seq) = self.local_seq(offset) {
             let mut log = self.local_log();
             log.trim(Instant::now(), self.window);
             if seq < log.dropped_through || seq > log.next_seq {
                 return None;
             }
-            return Some(
-                log.entries
-                    .iter()
-                    .filter(|e| e.seq > seq && rooms.contains(&e.conversation_id))
-                    .map(|e| LoggedEvent {
-                        offset: format!("{}:{}", self.node, e.seq),
-                        conversation_id: e.conversation_id.clone(),
-                        event: e.event.to_string(),
-                        payload: e.payload.get().to_string(),
-                        node: self.node.clone(),
-                    })
-                    .collect(),
-            );
+            // One node: every event came in offset order.
+            let events = self.local_after(&log, seq, rooms);
+            let read_to = format!("{}:{}", self.node, log.next_seq);
+            return Some(Missed { events, read_to });
         }
         let redis = self.redis.as_ref().filter(|r| r.is_up())?;
         let offset_ms = stream_id_ms(offset)?;
@@ -183,18 +179,45 @@ impl Recovery {
             }
         }
         let from = format!("{}-0", offset_ms.saturating_sub(CROSS_NODE_MARGIN.as_millis() as u64));
-        let events = redis.read_after(&from, |c| rooms.contains(c)).await?;
-        Some(
-            events
-                .into_iter()
-                .filter(|e| stream_id_cmp(&e.offset, offset).is_some_and(|c| c.is_gt()) || (e.node != node && e.offset != offset))
-                .collect(),
-        )
+        let (events, read_to) = redis.read_after(&from, |e| e.offset == offset || rooms.contains(&e.conversation_id)).await?;
+        // Unknown (e.g. an event of a room left since): every node's events in the margin.
+        let origin = events.iter().find(|e| e.offset == offset).map(|e| e.node.clone());
+        let events = events
+            .into_iter()
+            .filter(|e| rooms.contains(&e.conversation_id))
+            .filter(|e| match stream_id_cmp(&e.offset, offset) {
+                Some(std::cmp::Ordering::Greater) => true,
+                Some(_) => e.offset != offset && origin.as_ref().is_none_or(|o| &e.node != o),
+                None => false,
+            })
+            .collect();
+        Some(Missed { events, read_to })
     }
 
-    /// This node's name in the log and in session records.
-    pub fn node(&self) -> &str {
-        &self.node
+    /// The recorded events in `rooms` after `read_to` of an earlier `missed`, that is appended
+    /// since that read; `None` when the log cannot tell.
+    pub async fn since(&self, read_to: &str, rooms: &HashSet<String>) -> Option<Vec<LoggedEvent>> {
+        if let Some(seq) = self.local_seq(read_to) {
+            let log = self.local_log();
+            return (seq >= log.dropped_through).then(|| self.local_after(&log, seq, rooms));
+        }
+        let redis = self.redis.as_ref().filter(|r| r.is_up())?;
+        stream_id_ms(read_to)?;
+        Some(redis.read_after(read_to, |e| rooms.contains(&e.conversation_id)).await?.0)
+    }
+
+    fn local_after(&self, log: &LocalLog, seq: u64, rooms: &HashSet<String>) -> Vec<LoggedEvent> {
+        log.entries
+            .iter()
+            .filter(|e| e.seq > seq && rooms.contains(&e.conversation_id))
+            .map(|e| LoggedEvent {
+                offset: format!("{}:{}", self.node, e.seq),
+                conversation_id: e.conversation_id.clone(),
+                event: e.event.to_string(),
+                payload: e.payload.get().to_string(),
+                node: self.node.clone(),
+            })
+            .collect()
     }
 
     fn local_seq(&self, offset: &str) -> Option<u64> {
@@ -340,10 +363,10 @@ mod tests {
         r.record("b", events::MESSAGE_NEW, &raw("2")).await;
         r.record("a", events::MESSAGE_EDITED, &raw("3")).await;
         let rooms: HashSet<String> = ["a".to_string()].into();
-        let missed = r.missed(&first, &r.node, &rooms).await.unwrap();
+        let missed = r.missed(&first, &rooms).await.unwrap().events;
         assert_eq!(missed.iter().map(|e| (e.event.as_str(), e.payload.as_str())).collect::<Vec<_>>(), [(events::MESSAGE_EDITED, "3")]);
-        assert!(r.missed("othernode:1", &r.node, &rooms).await.is_none());
-        assert!(r.missed(&format!("{}:99", r.node), &r.node, &rooms).await.is_none());
+        assert!(r.missed("othernode:1", &rooms).await.is_none());
+        assert!(r.missed(&format!("{}:99", r.node), &rooms).await.is_none());
     }
 
     #[tokio::test]
@@ -355,6 +378,6 @@ mod tests {
             r.record("a", events::MESSAGE_NEW, &raw).await;
         }
         let rooms: HashSet<String> = ["a".to_string()].into();
-        assert!(r.missed(&first, &r.node, &rooms).await.is_none());
+        assert!(r.missed(&first, &rooms).await.is_none());
     }
 }

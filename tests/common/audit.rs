@@ -46,6 +46,9 @@ pub struct AuditReport {
     pub recovered: usize,
     /// Of `missing`, those of members that reconnected.
     pub missing_after_reconnect: usize,
+    /// Messages a member received live or replayed more than once (a recovery replays other
+    /// nodes' events of the last few seconds before its offset; see the README).
+    pub duplicates: usize,
 }
 
 /// Catching up starts this many received messages before the newest one: messages stored on
@@ -91,6 +94,7 @@ pub async fn run(plan: AuditPlan, during: impl FnOnce() + Send + 'static) -> Aud
         let member = member.await.expect("member task");
         report.reconnects += member.reconnects;
         report.recovered += member.recovered;
+        report.duplicates += member.duplicates;
         let missing = acked.iter().filter(|id| !member.seen.contains(*id)).count();
         report.missing += missing;
         if member.reconnects > 0 {
@@ -150,6 +154,8 @@ struct Member {
     seen: HashSet<String>,
     reconnects: usize,
     recovered: usize,
+    /// Messages received live (not caught up) a second time.
+    duplicates: usize,
 }
 
 impl Member {
@@ -159,7 +165,7 @@ impl Member {
         let mut client = connect_any(plan, &mut node, &token).await;
         client.join(&plan.conversation).await;
         let first = plan.first_message.clone();
-        Member { client, node, token, received: vec![first.clone()], seen: HashSet::from([first]), reconnects: 0, recovered: 0 }
+        Member { client, node, token, received: vec![first.clone()], seen: HashSet::from([first]), reconnects: 0, recovered: 0, duplicates: 0 }
     }
 
     fn take(&mut self, id: &str) {
@@ -186,6 +192,9 @@ impl Member {
                 next = self.client.next_event(Duration::from_millis(200)) => match next {
                     Ok(Some(event)) if event.name == "message:new" => {
                         if let Some(id) = event.data["message"]["id"].as_str() {
+                            if self.seen.contains(id) {
+                                self.duplicates += 1;
+                            }
                             self.take(id);
                         }
                     }
