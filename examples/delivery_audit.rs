@@ -1,7 +1,8 @@
 //! Delivery audit across a node loss: starts two `chat-service` nodes on one Redis and one
 //! database, spreads members and senders of one conversation over them, kills node A
 //! (SIGKILL) halfway through, and reports, per member, acknowledged messages it never
-//! received. Members that lose their node reconnect to the other one and catch up with
+//! received. Members that lose their node reconnect to the other one and recover their
+//! session (connection state recovery), or, when it is not recovered, catch up with
 //! `conversation:join` and `lastMessageId`. The same audit runs in `tests/cluster.rs`.
 //!
 //! ```text
@@ -78,8 +79,15 @@ async fn main() {
     })
     .await;
     println!(
-        "acknowledged {} (unacknowledged {}), {} members, reconnects {}, missing {}",
-        report.acknowledged, report.unacknowledged, report.members, report.reconnects, report.missing
+        "acknowledged {} (unacknowledged {}), {} members, reconnects {} (recovered {}), missing {} ({} of reconnected members), duplicates {}",
+        report.acknowledged,
+        report.unacknowledged,
+        report.members,
+        report.reconnects,
+        report.recovered,
+        report.missing,
+        report.missing_after_reconnect,
+        report.duplicates
     );
     drop((a, b));
     if report.missing > 0 {

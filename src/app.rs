@@ -28,7 +28,7 @@ use crate::http::{self, ApiContext};
 use crate::metrics::{Limit, Metrics};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
-use crate::realtime::{self, QueueLimits, Realtime, SocketBroadcaster, SocketShutdown};
+use crate::realtime::{self, QueueLimits, Realtime, Recovery, SocketBroadcaster, SocketShutdown};
 use crate::service::ChatService;
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::cached::CachedStore;
@@ -219,7 +219,8 @@ fn assemble<A: Adapter + DefinedAdapter>(
     config: &Config,
 ) -> (Assembled, A::InitRes) {
     let metrics = parts.metrics;
-    let broadcaster = Arc::new(SocketBroadcaster::<A>::new(metrics.clone()));
+    let recovery = config.recovery_window.map(|window| Recovery::new(window, parts.cluster.clone()));
+    let broadcaster = Arc::new(SocketBroadcaster::<A>::new(metrics.clone(), recovery.clone()));
     let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events, metrics.clone());
     if let Some(agent) = parts.agent {
         service = service.with_agent(agent);
@@ -236,6 +237,8 @@ fn assemble<A: Adapter + DefinedAdapter>(
         queue_limits: QueueLimits::new(config.max_pending_events_per_socket, config.max_pending_events),
         closing: AtomicBool::new(false),
         metrics: metrics.clone(),
+        recovery,
+        hold_limit: config.socket_buffer_size,
     });
     metrics.watch_pending_events(realtime.queue_limits.pending_count());
     let (socket_layer, io) = builder.with_state(realtime.clone()).build_layer();

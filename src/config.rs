@@ -49,6 +49,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Packets queued for one socket before it counts as unable to keep up and is closed.
     pub socket_buffer_size: usize,
+    /// How long a disconnected client's Socket.IO session and the packets it missed are kept
+    /// for connection state recovery; `None` (`RECOVERY_WINDOW_MS=0`): no recovery.
+    pub recovery_window: Option<Duration>,
     /// Store-backed socket events (sends, joins, leaves, threads) queued or running across all
     /// sockets, and per socket; more are refused as busy.
     pub max_pending_events: usize,
@@ -125,6 +128,10 @@ impl Config {
             socket_limit_window: Duration::from_millis(parse_range(&var, "SOCKET_LIMIT_WINDOW_MS", "60000", 1, 86_400_000)?),
             max_connections: parse_range(&var, "MAX_CONNECTIONS", "100000", 1, 10_000_000)? as usize,
             socket_buffer_size: parse_range(&var, "SOCKET_BUFFER_SIZE", "1024", 16, 1_000_000)? as usize,
+            recovery_window: match parse_range(&var, "RECOVERY_WINDOW_MS", "120000", 0, 3_600_000)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             max_pending_events: parse_range(&var, "MAX_PENDING_EVENTS", "10000", 1, 10_000_000)? as usize,
             max_pending_events_per_socket: parse_range(&var, "MAX_PENDING_EVENTS_PER_SOCKET", "256", 1, 100_000)? as usize,
             max_connections_per_ip: parse_range(&var, "MAX_CONNECTIONS_PER_IP", "1000", 0, 10_000_000)? as usize,

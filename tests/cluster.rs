@@ -458,6 +458,8 @@ async fn a_node_killed_mid_run_loses_no_acknowledged_message() {
     println!("node loss: {report:?}");
     assert!(report.acknowledged > 100, "{report:?}");
     assert!(report.reconnects >= 4, "node A's members never reconnected: {report:?}");
+    // Node A's members recover their sessions on node B (connection state recovery).
+    assert_eq!(report.recovered, report.reconnects, "a member had to fall back to catching up: {report:?}");
     assert_eq!(report.missing, 0, "acknowledged messages some member never received: {report:?}");
     drop(a);
 }

@@ -26,6 +26,7 @@ const DOCUMENTED: &[&str] = &[
     "chat_send_ack_duration_seconds_count",
     "chat_socket_events_pending",
     "chat_busy_refusals_total",
+    "chat_socket_recoveries_total",
     "chat_slow_consumer_disconnects_total",
     "chat_rate_limit_refusals_total",
     "chat_store_operation_duration_seconds_bucket",

@@ -389,3 +389,101 @@ async fn a_join_with_an_unusable_last_message_is_refused_and_does_not_happen() {
     // Nobody was told it joined.
     assert_eq!(watcher.count_received("user:joined", |d| d["userId"] == "member"), 0);
 }
+
+/// A raw Engine.IO WebSocket past the Socket.IO handshake with `auth`, and the session id
+/// (`pid`) the server's CONNECT answer gave.
+async fn raw_connect(base_url: &str, auth: Value) -> (RawSocket, Option<String>) {
+    let url = format!("{}/socket.io/?EIO=4&transport=websocket", base_url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+    assert!(next_packet(&mut ws).await.expect("open").starts_with('0'));
+    ws.send(Ws::text(format!("40{auth}"))).await.unwrap();
+    let connect = next_packet(&mut ws).await.expect("connected");
+    let answer: Value = serde_json::from_str(connect.strip_prefix("40").expect("a CONNECT answer")).unwrap();
+    (ws, answer["pid"].as_str().map(str::to_string))
+}
+
+/// A `message:new` of a raw packet: the message id and the offset it carries, if any.
+fn message_new(packet: &str) -> Option<(String, Option<String>)> {
+    let args: Vec<Value> = serde_json::from_str(packet.strip_prefix("42")?).ok()?;
+    if args.first()? != "message:new" {
+        return None;
+    }
+    let offset = args.get(2).and_then(Value::as_str).map(str::to_string);
+    Some((args.get(1)?["message"]["id"].as_str()?.to_string(), offset))
+}
+
+#[tokio::test]
+async fn a_stalled_member_disconnected_for_overflow_recovers_its_session_and_the_rest() {
+    let app = spawn_app(&[("SOCKET_MESSAGE_LIMIT", "100000"), ("SOCKET_BUFFER_SIZE", "64"), ("LEGACY_EVENTS", "false")]);
+    let token = user("talker", COMPANY);
+    let conversation = app.conversation(&token).await;
+    let member_token = user("stalled", COMPANY);
+    let (mut stalled, pid) = raw_connect(&app.base_url, json!({ "token": member_token })).await;
+    let pid = pid.expect("recovery is on by default: the CONNECT answer carries a pid");
+    stalled.send(Ws::text(format!("421{}", json!(["conversation:join", conversation])))).await.unwrap();
+    while !next_packet(&mut stalled).await.expect("join answered").starts_with("431") {}
+
+    // A first message, read, so the member has an offset.
+    let sender = SocketClient::connect(&app.base_url, &token).await.expect("connect");
+    let first = sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": "first" })).await;
+    let mut offset = loop {
+        let packet = next_packet(&mut stalled).await.expect("first message");
+        if let Some((_, Some(offset))) = message_new(&packet) {
+            break offset;
+        }
+    };
+    assert_eq!(first.data["ok"], true);
+
+    // Not read from now on, while another member sends 3000 messages of 2 KB.
+    let body = "m".repeat(2000);
+    let mut acked = Vec::new();
+    for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
+        let acks = join_all(chunk.iter().map(|i| {
+            sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": format!("{i:04} {body}") }))
+        }))
+        .await;
+        for ack in acks {
+            assert_eq!(ack.data["ok"], true, "{}", ack.data);
+            acked.push(ack.data["message"]["id"].as_str().unwrap().to_string());
+        }
+    }
+
+    // Reading again: the acknowledged stream from its start, then a disconnect (the buffer
+    // overflowed); each time the member comes back with its pid and last offset, the session
+    // is recovered and the stream goes on where it stopped.
+    let mut received = Vec::new();
+    let mut live = None;
+    let mut disconnects = 0;
+    let mut ws = stalled;
+    while received.len() < acked.len() {
+        match next_packet(&mut ws).await {
+            Some(packet) => {
+                if let Some((id, Some(at))) = message_new(&packet) {
+                    received.push(id);
+                    offset = at;
+                }
+            }
+            None => {
+                disconnects += 1;
+                assert!(disconnects <= 5, "recovery keeps failing");
+                live.get_or_insert(received.len());
+                let auth = json!({ "token": member_token, "pid": pid, "offset": offset });
+                let (back, same) = raw_connect(&app.base_url, auth).await;
+                assert_eq!(same.as_deref(), Some(pid.as_str()), "the session is recovered");
+                ws = back;
+            }
+        }
+        assert_eq!(received[..], acked[..received.len()], "the member's stream has a gap or a repeat");
+    }
+    assert_eq!(received, acked, "every acknowledged message, once, in order");
+    assert!(disconnects >= 1, "with a 64-packet buffer, 3000 messages to a member that does not read must overflow it");
+    let metrics = app.scrape(None).await;
+    assert_eq!(metrics.value(r#"chat_socket_recoveries_total{outcome="recovered"}"#), disconnects as f64);
+    println!(
+        "stalled member: {} acknowledged, {} received live before the first disconnect, {} after recovery, {disconnects} disconnect(s), {} recovered",
+        acked.len(),
+        live.unwrap_or(received.len()),
+        received.len() - live.unwrap_or(received.len()),
+        metrics.value(r#"chat_socket_recoveries_total{outcome="recovered"}"#),
+    );
+}

@@ -8,6 +8,7 @@
 //! once, and a monitor notices when Redis is back.
 
 pub mod pubsub;
+pub mod recovery;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -252,6 +252,8 @@ pub struct Metrics {
     /// `[ok, refused or failed]`.
     send_ack: [Histogram; 2],
     busy_refusals: Counter,
+    /// Reconnects that asked for connection state recovery: `[recovered, not_recovered]`.
+    recoveries: [Counter; 2],
     store_operations: HistogramFamily,
     cache_hits: [Counter; 2],
     cache_misses: [Counter; 2],
@@ -331,6 +333,14 @@ impl Metrics {
         let busy_refusals = Counter::default();
         r.register("chat_busy_refusals", "socket events refused because too many were queued (MAX_PENDING_EVENTS_PER_SOCKET or MAX_PENDING_EVENTS)", busy_refusals.clone());
 
+        let recoveries = counters(
+            &mut r,
+            "chat_socket_recoveries",
+            "Reconnects that asked for connection state recovery (a pid and an offset), by outcome",
+            "outcome",
+            ["recovered", "not_recovered"],
+        );
+
         let store_operations = histogram_family(STORE_SECONDS);
         r.register_with_unit(
             "chat_store_operation_duration",
@@ -382,6 +392,7 @@ impl Metrics {
             broadcast_recipients,
             send_ack,
             busy_refusals,
+            recoveries,
             store_operations,
             cache_hits,
             cache_misses,
@@ -489,6 +500,13 @@ impl Metrics {
     pub fn busy_refusal(&self) {
         if self.enabled {
             self.busy_refusals.inc();
+        }
+    }
+
+    /// A reconnect that gave a pid and an offset: its session recovered, or a new one.
+    pub fn recovery(&self, recovered: bool) {
+        if self.enabled {
+            self.recoveries[usize::from(!recovered)].inc();
         }
     }
 

@@ -6,26 +6,32 @@
 //! Room broadcasts caused by state changes go through the service's `Broadcaster`. Relays
 //! that exclude the sending socket (typing, `user:joined`/`user:left`) are emitted here with
 //! the service's payload types, since only the socket knows whom to exclude.
+//!
+//! Connection state recovery (`recovery`) hooks in at the handshake (a returning `pid` gets
+//! its rooms and missed events back), on join and leave (the session's rooms are recorded)
+//! and on disconnect (the session is kept for the window, unless the client left on purpose).
 
 mod broadcaster;
 mod ordering;
+mod recovery;
 mod shutdown;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
-use socketioxide::socket::Socket;
+use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::SocketIo;
 
 pub use broadcaster::SocketBroadcaster;
 pub use ordering::QueueLimits;
+pub use recovery::Recovery;
 pub use shutdown::SocketShutdown;
 
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
@@ -50,6 +56,10 @@ pub struct Realtime {
     /// Set when the node is stopping: new events are refused, accepted ones finish.
     pub closing: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// Connection state recovery; `None` when `RECOVERY_WINDOW_MS=0`.
+    pub recovery: Option<Arc<Recovery>>,
+    /// Broadcasts held for a recovering socket before it is closed as unable to keep up.
+    pub hold_limit: usize,
 }
 
 /// Per-socket state, kept in the socket's extensions.
@@ -60,6 +70,21 @@ pub struct Session {
     slot: ConnectionSlot,
     /// Keeps this socket's store-backed events in arrival order.
     events: ordering::EventQueue,
+    /// The private session id given in the CONNECT answer (connection state recovery on).
+    pid: OnceLock<String>,
+    /// What a recovered socket is still owed once its CONNECT is sent.
+    replay: Mutex<Option<Replay>>,
+    /// Taken for each write of the session's record, so they land in order.
+    record_writes: tokio::sync::Mutex<()>,
+}
+
+/// The missed events of a recovered session, and the rooms it was put back in.
+struct Replay {
+    events: Vec<recovery::LoggedEvent>,
+    rooms: Vec<String>,
+    /// Where the log was read to: events appended after it are read once the socket can
+    /// receive broadcasts (see `replay`).
+    read_to: String,
 }
 
 /// What this socket holds in `Presence` and in rooms. Changed only under the session's lock
@@ -77,6 +102,29 @@ struct SocketState {
 impl Session {
     fn state(&self) -> MutexGuard<'_, SocketState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, rooms: Vec<String>) -> recovery::SessionRecord {
+        recovery::SessionRecord { user_id: self.principal.user_id.clone(), company_id: self.principal.company_id.clone(), rooms }
+    }
+
+    /// Records the socket's current rooms under its session id, where every node can read them.
+    /// The rooms are read once the previous write is done: two writes in flight (the connect
+    /// handler's and a join's) could otherwise land in the wrong order and leave the record
+    /// without a room the socket is in.
+    async fn remember_rooms(&self, rt: &Realtime) {
+        if let (Some(recovery), Some(pid)) = (&rt.recovery, self.pid.get()) {
+            let _turn = self.record_writes.lock().await;
+            let rooms = {
+                let state = self.state();
+                // Disconnected: `on_disconnect` writes the last record.
+                if state.closed {
+                    return;
+                }
+                state.rooms.iter().cloned().collect()
+            };
+            recovery.save_live(pid, &self.record(rooms)).await;
+        }
     }
 }
 
@@ -133,7 +181,8 @@ enum ConnectRefused {
 /// Handshake: token from `auth.token`, else the `Authorization: Bearer` header; then a
 /// connection slot under the cap.
 async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth): TryData<Value>) -> Result<(), ConnectRefused> {
-    let from_auth = auth.ok().and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_string));
+    let auth = auth.ok();
+    let from_auth = auth.as_ref().and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_string));
     let token = from_auth.or_else(|| {
         let header = s.req_parts().headers.get("authorization").and_then(|v| v.to_str().ok());
         bearer(header).map(str::to_string)
@@ -144,13 +193,139 @@ async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth):
         tracing::warn!(max = rt.max_connections, "connection refused: at capacity");
         return Err(ConnectRefused::AtCapacity);
     };
-    s.extensions.insert(Arc::new(Session { principal, state: Mutex::default(), slot, events: Default::default() }));
+    let session = Arc::new(Session {
+        principal,
+        state: Mutex::default(),
+        slot,
+        events: Default::default(),
+        pid: OnceLock::new(),
+        replay: Mutex::new(None),
+        record_writes: tokio::sync::Mutex::new(()),
+    });
+    s.extensions.insert(session.clone());
     // Registered here rather than in `on_connect`: socketioxide sends CONNECT as soon as this
     // middleware succeeds and runs the connect handler later in its own task, so a client that
     // emits the moment it sees `connect` would otherwise hit a socket with no handlers yet and
     // its event would be dropped without an answer.
     register_handlers(&s, rt.service.legacy_events());
+    if let Some(recovery) = &rt.recovery {
+        let claim = auth.as_ref().and_then(recovery::claim_of);
+        let restored = match &claim {
+            Some((pid, offset)) => restore(&s, &rt, recovery, &session, pid, offset).await.map(|replay| (pid.clone(), replay)),
+            None => None,
+        };
+        if claim.is_some() {
+            rt.metrics.recovery(restored.is_some());
+        }
+        let pid = match restored {
+            Some((pid, replay)) => {
+                *session.replay.lock().unwrap_or_else(|p| p.into_inner()) = Some(replay);
+                pid
+            }
+            None => Recovery::new_pid(),
+        };
+        s.set_pid(pid.clone());
+        let _ = session.pid.set(pid);
+    }
     Ok(())
+}
+
+/// Puts a returning session back together: the session id must name the same user and
+/// company as the token just verified, and each of its rooms must still be one this token may
+/// join. The socket's broadcasts are held from before it joins them until its missed events
+/// are sent (`on_connect`), so none is lost, repeated or reordered in between. `None`: not
+/// recoverable (unknown or expired session, an offset the log no longer reaches), and the
+/// client gets a new session and catches up with `lastMessageId`.
+async fn restore<A: Adapter>(
+    s: &SocketRef<A>,
+    rt: &Realtime,
+    recovery: &Recovery,
+    session: &Session,
+    pid: &str,
+    offset: &str,
+) -> Option<Replay> {
+    let p = &session.principal;
+    let record = recovery.load(pid).await?;
+    if record.user_id != p.user_id || record.company_id != p.company_id {
+        return None;
+    }
+    let mut rooms = Vec::with_capacity(record.rooms.len());
+    for id in &record.rooms {
+        match rt.service.conversation_for(p, id).await {
+            Ok(c) => rooms.push(c.id),
+            // No longer this user's to see: not given back, and its events not replayed.
+            Err(ServiceError::NotFound(_) | ServiceError::Forbidden(_) | ServiceError::Validation(_) | ServiceError::NoCompany) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "session not recovered: its rooms could not be checked");
+                return None;
+            }
+        }
+    }
+    s.hold_broadcasts(rt.hold_limit);
+    let registered: Vec<_> = {
+        let mut state = session.state();
+        rooms
+            .iter()
+            .filter(|id| state.rooms.insert((*id).clone()))
+            .map(|id| {
+                s.join(room(id));
+                rt.metrics.room_joined(id);
+                rt.presence.join(id, &p.user_id)
+            })
+            .collect()
+    };
+    for r in registered {
+        r.done().await;
+    }
+    let wanted: HashSet<String> = rooms.iter().cloned().collect();
+    match recovery.missed(offset, &wanted).await {
+        Some(missed) => Some(Replay { events: missed.events, rooms, read_to: missed.read_to }),
+        None => {
+            // Kept in the rooms (the client joins them again anyway), but nothing is held.
+            s.release_broadcasts(|_| true);
+            None
+        }
+    }
+}
+
+/// Sends a recovered socket the events it missed, then the broadcasts held meanwhile except
+/// those among the missed ones, and tells its rooms it is back.
+async fn replay<A: Adapter>(s: &SocketRef<A>, rt: &Realtime, recovery: &Recovery, session: &Session, mut replay: Replay) {
+    // The log was read during the handshake, before socketioxide lists the socket in its
+    // namespace: until then a broadcast to its rooms passes it by, held or not. Whatever was
+    // appended since that read is read now that it is listed; a broadcast after this read
+    // reaches the hold (events of both reads are dropped from it).
+    let rooms: HashSet<String> = replay.rooms.iter().cloned().collect();
+    match recovery.since(&replay.read_to, &rooms).await {
+        Some(more) => replay.events.extend(more),
+        None => tracing::warn!("recovered session: the event log could not be read again; events of the last moments may be missing"),
+    }
+    let mut sent = HashSet::with_capacity(replay.events.len());
+    // At the client's pace: a quarter of the buffer at a time, once half of it is free, so
+    // a long replay neither overflows the buffer nor crowds out the socket's other packets.
+    let batch = (rt.hold_limit / 4).max(1);
+    'replay: for events in replay.events.chunks(batch) {
+        if !s.wait_for_room(2 * batch).await {
+            return;
+        }
+        for e in events {
+            let Ok(payload) = serde_json::from_str::<&serde_json::value::RawValue>(&e.payload) else { continue };
+            rt.metrics.event_emitted(&e.event);
+            if s.emit(e.event.as_str(), &(payload, e.offset.as_str())).is_err() {
+                break 'replay;
+            }
+            sent.insert(e.offset.as_str());
+        }
+    }
+    s.release_broadcasts(|packet| match packet {
+        socketioxide_core::Value::Str(text, _) => recovery::offset_of_packet(text).is_none_or(|o| !sent.contains(o)),
+        socketioxide_core::Value::Bytes(_) => true,
+    });
+    for conversation_id in &replay.rooms {
+        rt.metrics.event_emitted(events::USER_JOINED);
+        let payload = UserInRoom { conversation_id, user_id: &session.principal.user_id };
+        let _ = s.to(room(conversation_id)).emit(events::USER_JOINED, &payload).await;
+    }
 }
 
 fn register_handlers<A: Adapter>(s: &SocketRef<A>, legacy_events: bool) {
@@ -184,12 +359,17 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(sessio
         state.online = true;
         rt.presence.connect(user)
     };
+    let owed = session.replay.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let (Some(owed), Some(recovery)) = (owed, &rt.recovery) {
+        replay(&s, &rt, recovery, &session, owed).await;
+    }
+    session.remember_rooms(&rt).await;
     if first_socket.everywhere().await {
         rt.service.announce_presence(&session.principal, true, &[]).await;
     }
 }
 
-async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess) {
+async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, reason: DisconnectReason) {
     session.slot.release();
     let user = &session.principal.user_id;
     let (joined, left, was_online) = {
@@ -205,6 +385,14 @@ async fn on_disconnect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(ses
             .collect();
         (joined, left, std::mem::take(&mut state.online))
     };
+    if let (Some(recovery), Some(pid)) = (&rt.recovery, session.pid.get()) {
+        let _turn = session.record_writes.lock().await;
+        match reason {
+            // The client (or the server, on purpose) ended the session: nothing to come back to.
+            DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect => recovery.forget(pid).await,
+            _ => recovery.save_disconnected(pid, &session.record(joined.clone())).await,
+        }
+    }
     for registered in left {
         registered.done().await;
     }
@@ -352,6 +540,9 @@ async fn join<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<Se
         }
         first_time.then(|| rt.presence.join(&c.id, &p.user_id))
     };
+    if registered.is_some() {
+        session.remember_rooms(&rt).await;
+    }
     if let Some(registered) = registered {
         // Listed in the room's presence on every node before anyone is told.
         registered.done().await;
@@ -393,6 +584,9 @@ async fn leave<A: Adapter, E>(s: SocketRef<A>, rt: Arc<Realtime>, session: Arc<S
         }
         was_in.then(|| rt.presence.leave(&id, user))
     };
+    if registered.is_some() {
+        session.remember_rooms(&rt).await;
+    }
     if let Some(registered) = registered {
         registered.done().await;
         rt.metrics.event_emitted(events::USER_LEFT);

@@ -1,8 +1,10 @@
 //! A delivery audit: members of one conversation spread over several nodes, senders sending at
 //! a fixed rate, and per member the acknowledged message ids set against the ids it received.
-//! A member whose connection drops reconnects to the next node that answers and catches up
-//! with `conversation:join` and `lastMessageId`, as a client without connection state recovery
-//! does. Used by the node-loss test and by `examples/delivery_audit.rs`.
+//! A member whose connection drops reconnects to the next node that answers with its session id
+//! and last offset (connection state recovery, as socket.io-client 4.6+ does); only when the
+//! session is not recovered does it catch up with `conversation:join` and `lastMessageId`, as
+//! a client without recovery does. Used by the node-loss test and by
+//! `examples/delivery_audit.rs`.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -40,6 +42,13 @@ pub struct AuditReport {
     pub missing: usize,
     /// Members' reconnections to another node.
     pub reconnects: usize,
+    /// Of those, the ones whose session was recovered (no catch-up needed).
+    pub recovered: usize,
+    /// Of `missing`, those of members that reconnected.
+    pub missing_after_reconnect: usize,
+    /// Messages a member received live or replayed more than once (a recovery replays other
+    /// nodes' events of the last few seconds before its offset; see the README).
+    pub duplicates: usize,
 }
 
 /// Catching up starts this many received messages before the newest one: messages stored on
@@ -84,7 +93,13 @@ pub async fn run(plan: AuditPlan, during: impl FnOnce() + Send + 'static) -> Aud
     for member in members {
         let member = member.await.expect("member task");
         report.reconnects += member.reconnects;
-        report.missing += acked.iter().filter(|id| !member.seen.contains(*id)).count();
+        report.recovered += member.recovered;
+        report.duplicates += member.duplicates;
+        let missing = acked.iter().filter(|id| !member.seen.contains(*id)).count();
+        report.missing += missing;
+        if member.reconnects > 0 {
+            report.missing_after_reconnect += missing;
+        }
     }
     report
 }
@@ -138,6 +153,9 @@ struct Member {
     received: Vec<String>,
     seen: HashSet<String>,
     reconnects: usize,
+    recovered: usize,
+    /// Messages received live (not caught up) a second time.
+    duplicates: usize,
 }
 
 impl Member {
@@ -147,7 +165,7 @@ impl Member {
         let mut client = connect_any(plan, &mut node, &token).await;
         client.join(&plan.conversation).await;
         let first = plan.first_message.clone();
-        Member { client, node, token, received: vec![first.clone()], seen: HashSet::from([first]), reconnects: 0 }
+        Member { client, node, token, received: vec![first.clone()], seen: HashSet::from([first]), reconnects: 0, recovered: 0, duplicates: 0 }
     }
 
     fn take(&mut self, id: &str) {
@@ -174,6 +192,9 @@ impl Member {
                 next = self.client.next_event(Duration::from_millis(200)) => match next {
                     Ok(Some(event)) if event.name == "message:new" => {
                         if let Some(id) = event.data["message"]["id"].as_str() {
+                            if self.seen.contains(id) {
+                                self.duplicates += 1;
+                            }
                             self.take(id);
                         }
                     }
@@ -184,14 +205,27 @@ impl Member {
         }
     }
 
-    /// Moves to the next node that answers and asks for what came after a message received a
-    /// little before the newest, page by page.
+    /// Moves to the next node that answers, asking for its session back; when it is not
+    /// recovered, asks for what came after a message received a little before the newest,
+    /// page by page.
     async fn reconnect(&mut self, plan: &AuditPlan) {
         self.reconnects += 1;
         self.node += 1;
-        let mut node = self.node;
-        self.client = connect_any(plan, &mut node, &self.token).await;
-        self.node = node;
+        let deadline = Instant::now() + SETTLE;
+        let client = loop {
+            let url = &plan.nodes[self.node % plan.nodes.len()];
+            match SocketClient::reconnect(url, &self.token, &self.client).await {
+                Ok(client) => break client,
+                Err(e) if Instant::now() > deadline => panic!("no node answers; last error from {url}: {e}"),
+                Err(_) => self.node += 1,
+            }
+        };
+        let recovered = client.pid.is_some() && client.pid == self.client.pid && self.client.last_offset().is_some();
+        self.client = client;
+        if recovered {
+            self.recovered += 1;
+            return;
+        }
         let mut anchor = self.received[self.received.len().saturating_sub(CATCH_UP_MARGIN + 1)].clone();
         loop {
             let payload = json!({ "conversationId": plan.conversation, "lastMessageId": anchor });

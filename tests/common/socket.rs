@@ -50,6 +50,10 @@ pub struct SocketClient {
     reader: tokio::task::JoinHandle<()>,
     /// Set once the connection is gone.
     closed: Arc<AtomicBool>,
+    /// The session id of the server's CONNECT answer (connection state recovery).
+    pub pid: Option<String>,
+    /// The offset of the last room event received that carried one.
+    last_offset: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for SocketClient {
@@ -62,6 +66,26 @@ impl SocketClient {
     /// Connects to `base_url` (`http://host:port`) with `token` and completes the Engine.IO and
     /// Socket.IO handshakes; `Err` carries the server's connect error message.
     pub async fn connect(base_url: &str, token: &str) -> Result<SocketClient, String> {
+        Self::connect_with(base_url, json!({ "token": token })).await
+    }
+
+    /// Connects as a returning socket.io-client 4.6+ does: with the session id it was given
+    /// and the last offset it received. `pid` of the result says whether it was recovered.
+    pub async fn reconnect(base_url: &str, token: &str, previous: &SocketClient) -> Result<SocketClient, String> {
+        let mut auth = json!({ "token": token });
+        if let (Some(pid), Some(offset)) = (&previous.pid, previous.last_offset()) {
+            auth["pid"] = json!(pid);
+            auth["offset"] = json!(offset);
+        }
+        Self::connect_with(base_url, auth).await
+    }
+
+    pub fn last_offset(&self) -> Option<String> {
+        self.last_offset.lock().unwrap().clone()
+    }
+
+    /// Connects with `auth` as the CONNECT payload.
+    pub async fn connect_with(base_url: &str, auth: Value) -> Result<SocketClient, String> {
         let deadline = Instant::now() + DEADLINE;
         let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket", base_url.replacen("http", "ws", 1));
         let (ws, _) = timeout_at(deadline, tokio_tungstenite::connect_async(&ws_url))
@@ -75,20 +99,23 @@ impl SocketClient {
             if !open.starts_with('0') {
                 return Err(format!("unexpected first packet {open}"));
             }
-            sink.send(Ws::text(format!("40{}", json!({ "token": token })))).await.map_err(|e| e.to_string())?;
+            sink.send(Ws::text(format!("40{auth}"))).await.map_err(|e| e.to_string())?;
             loop {
                 let packet = next_text(&mut stream).await.ok_or("closed during the handshake")?;
                 if packet == "2" {
                     sink.send(Ws::text("3")).await.map_err(|e| e.to_string())?;
-                } else if packet.starts_with("40") {
-                    return Ok(());
+                } else if let Some(answer) = packet.strip_prefix("40") {
+                    let answer: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
+                    return Ok(answer["pid"].as_str().map(str::to_string));
                 } else if let Some(err) = packet.strip_prefix("44") {
                     let v: Value = serde_json::from_str(err).unwrap_or(Value::Null);
                     return Err(v["message"].as_str().unwrap_or(err).to_string());
                 }
             }
         };
-        timeout_at(deadline, handshake).await.map_err(|_| format!("socket.io handshake took over {DEADLINE:?}"))??;
+        let pid = timeout_at(deadline, handshake).await.map_err(|_| format!("socket.io handshake took over {DEADLINE:?}"))??;
+        let last_offset = Arc::new(Mutex::new(None));
+        let offsets = last_offset.clone();
 
         let (out, mut outgoing) = mpsc::unbounded_channel::<String>();
         let (events, incoming) = mpsc::unbounded_channel();
@@ -113,7 +140,10 @@ impl SocketClient {
                                 continue;
                             }
                             match parse(&text) {
-                                Some(Packet::Event { name, data }) => {
+                                Some(Packet::Event { name, data, offset }) => {
+                                    if offset.is_some() {
+                                        *offsets.lock().unwrap() = offset;
+                                    }
                                     let _ = events.send(Event { seq, name, data });
                                 }
                                 Some(Packet::Ack { id, data }) => {
@@ -134,7 +164,7 @@ impl SocketClient {
             reader_closed.store(true, Ordering::Release);
             ack_waiters.lock().unwrap().clear();
         });
-        Ok(SocketClient { out, incoming, pending: Vec::new(), acks, next_ack: AtomicU64::new(0), reader, closed })
+        Ok(SocketClient { out, incoming, pending: Vec::new(), acks, next_ack: AtomicU64::new(0), reader, closed, pid, last_offset })
     }
 
     /// Sends an event without asking for an acknowledgement.
@@ -225,7 +255,8 @@ impl SocketClient {
 }
 
 enum Packet {
-    Event { name: String, data: Value },
+    /// `offset`: the last argument, when it is a string after the data (a recorded room event).
+    Event { name: String, data: Value, offset: Option<String> },
     Ack { id: u64, data: Value },
 }
 
@@ -235,8 +266,9 @@ fn parse(text: &str) -> Option<Packet> {
     if let Some(body) = text.strip_prefix("42") {
         let Value::Array(mut args) = serde_json::from_str(body).ok()? else { return None };
         let name = args.first()?.as_str()?.to_string();
+        let offset = if args.len() > 2 { args.last().and_then(Value::as_str).map(str::to_string) } else { None };
         let data = if args.len() > 1 { args.swap_remove(1) } else { Value::Null };
-        return Some(Packet::Event { name, data });
+        return Some(Packet::Event { name, data, offset });
     }
     let body = text.strip_prefix("43")?;
     let split = body.find('[')?;

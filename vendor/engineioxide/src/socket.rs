@@ -484,6 +484,16 @@ where
         Ok(Permit { inner: permit })
     }
 
+    /// Waits until at least `room` packets (at most the buffer's size) fit in the outgoing
+    /// buffer; `false` once the socket is closed.
+    ///
+    /// Lets a sender of many packets (a replay of missed ones) follow the client's pace
+    /// instead of overflowing the buffer, while leaving room for the socket's other packets.
+    pub async fn wait_for_room(&self, room: usize) -> bool {
+        let room = room.clamp(1, self.internal_tx.max_capacity());
+        self.internal_tx.reserve_many(room).await.is_ok()
+    }
+
     /// Emits a message to the client.
     ///
     /// If the transport is in websocket mode, the message is directly sent as a text frame.
