@@ -983,3 +983,51 @@ fn company_of(scope: Scope<'_>) -> Option<String> {
 fn scope_of(company: &Option<String>) -> Scope<'_> {
     company.as_deref().map(Scope::Company).unwrap_or(Scope::AnyCompany)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SearchQuery;
+
+    /// A database from before the search index (schema version 1) gets it, filled with its
+    /// live messages, when opened.
+    #[tokio::test]
+    async fn migration_backfills_the_search_index() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("chat.db")).unwrap();
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;")).unwrap();
+            conn.execute(
+                "INSERT INTO conversations (id, company_id, agent_id, channel, status, started_at, created_at, updated_at) \
+                 VALUES ('65a1b2c3d4e5f6a7b8c9d0e1', 'acme', 'agent', 'chat', 'active', 0, 0, 0)",
+                [],
+            )
+            .unwrap();
+            for (id, content, deleted) in [("65a1b2c3d4e5f6a7b8c9d0f1", "an old invoice", 0), ("65a1b2c3d4e5f6a7b8c9d0f2", "a deleted invoice", 1)] {
+                conn.execute(
+                    "INSERT INTO messages (id, conversation_id, sender_type, sender_id, role, content, message_type, created_at, deleted) \
+                     VALUES (?1, '65a1b2c3d4e5f6a7b8c9d0e1', 'user', 'u', 'user', ?2, 'text', 1, ?3)",
+                    params![id, content, deleted],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let search = MessageSearch {
+            query: SearchQuery::parse("invoice").unwrap(),
+            company_id: "acme".into(),
+            conversation_id: None,
+            thread_id: None,
+            from: None,
+            to: None,
+            after: None,
+            limit: 10,
+        };
+        let hits = store.search_messages(&search).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.message.id.as_str()).collect::<Vec<_>>(), vec!["65a1b2c3d4e5f6a7b8c9d0f1"]);
+        drop(store);
+        // Opening again does not index anything twice.
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.search_messages(&search).await.unwrap().len(), 1);
+    }
+}
