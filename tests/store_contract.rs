@@ -834,14 +834,14 @@ async fn message_search_pages_continue_without_repeats(store: Arc<dyn Store>) {
     let whole: Vec<String> =
         store.search_messages(&search("acme", "ticket")).await.unwrap().into_iter().map(|h| h.message.id).collect();
     assert_eq!(whole.len(), 7);
-    let mut paged = Vec::new();
+    let mut paged: Vec<String> = Vec::new();
     let mut s = search("acme", "ticket");
     s.limit = 3;
     loop {
         let hits = store.search_messages(&s).await.unwrap();
         let Some(last) = hits.last() else { break };
-        s.after = Some(SearchPosition { score: last.score, id: last.message.id.clone() });
         paged.extend(hits.iter().map(|h| h.message.id.clone()));
+        s.after = Some(SearchPosition { score: last.score, id: last.message.id.clone(), seen: paged.len() as u64 });
     }
     assert_eq!(paged, whole, "pages continue the single ranking exactly");
 }

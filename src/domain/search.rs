@@ -121,7 +121,7 @@ impl SearchQuery {
         let first = marked.iter().position(|m| *m).map(|i| words[i].0.0).unwrap_or(0);
         let chars: Vec<(usize, char)> = text.char_indices().collect();
         let first_char = chars.iter().position(|(b, _)| *b >= first).unwrap_or(0);
-        let start_char = first_char.saturating_sub(SNIPPET_CHARS / 4);
+        let start_char = first_char.saturating_sub(SNIPPET_CHARS / 4).min(chars.len().saturating_sub(SNIPPET_CHARS));
         let end_char = (start_char + SNIPPET_CHARS).min(chars.len());
         let start = chars.get(start_char).map(|c| c.0).unwrap_or(text.len());
         let end = chars.get(end_char).map(|c| c.0).unwrap_or(text.len());
@@ -166,13 +166,19 @@ pub struct MessageSearch {
 }
 
 /// Where a hit stands in the ranking: a higher score first, then a higher id. Scores are the
-/// store's own (see README "Search"); only their order means anything.
+/// store's own (see README "Search"); only their order means anything. MongoDB continues after
+/// the score and id (a text score or a creation time does not change as other messages come
+/// and go); SQLite skips `seen` hits instead, because BM25 scores all shift a little with
+/// every message indexed while their order barely does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchPosition {
     #[serde(rename = "s")]
     pub score: f64,
     #[serde(rename = "i")]
     pub id: String,
+    /// Hits on the pages before.
+    #[serde(rename = "n")]
+    pub seen: u64,
 }
 
 /// One message found, with its place in the ranking.
@@ -276,7 +282,8 @@ pub fn searchable_text(content: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    // Tags became spaces: runs of white space are one, as a browser shows them.
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn decode_reference(name: &str) -> Option<char> {
@@ -367,7 +374,7 @@ mod tests {
         let q = SearchQuery::parse("\"new card\" bold").unwrap();
         assert_eq!(
             q.snippet("<b>Bold</b> new card, not card new; new cards"),
-            " <mark>Bold</mark>  <mark>new</mark> <mark>card</mark>, not card new; new cards"
+            "<mark>Bold</mark> <mark>new</mark> <mark>card</mark>, not card new; new cards"
         );
         let long = format!("{} needle {}", "x ".repeat(200), "y ".repeat(200));
         let s = SearchQuery::parse("needle").unwrap().snippet(&long);
@@ -379,10 +386,10 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_tampering() {
-        let c = SearchCursor { after: SearchPosition { score: -1.25e-6, id: "65a1b2c3d4e5f6a7b8c9d0e1".into() }, until: 42 };
+        let c = SearchCursor { after: SearchPosition { score: -1.25e-6, id: "65a1b2c3d4e5f6a7b8c9d0e1".into(), seen: 3 }, until: 42 };
         assert_eq!(SearchCursor::decode(&c.encode()).unwrap(), c);
         assert!(SearchCursor::decode("not a cursor").is_err());
-        let bad = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"s":1,"i":"x","u":1}"#);
+        let bad = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"s":1,"i":"x","n":1,"u":1}"#);
         assert!(SearchCursor::decode(&bad).is_err());
     }
 }

@@ -94,11 +94,16 @@ impl ChatService {
             limit: limit + 1,
         };
         let mut found = self.store.search_messages(&search).await?;
+        let seen_before = search.after.as_ref().map_or(0, |a| a.seen);
         let next_cursor = (found.len() > limit as usize).then(|| {
             found.truncate(limit as usize);
             let last = found.last().expect("limit is at least 1");
             SearchCursor {
-                after: crate::domain::SearchPosition { score: last.score, id: last.message.id.clone() },
+                after: crate::domain::SearchPosition {
+                    score: last.score,
+                    id: last.message.id.clone(),
+                    seen: seen_before + u64::from(limit),
+                },
                 until,
             }
             .encode()

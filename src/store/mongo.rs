@@ -203,6 +203,7 @@ impl MongoStore {
                 after = Some(crate::domain::SearchPosition {
                     score: candidate.created_at.timestamp_millis() as f64,
                     id: candidate.id.clone(),
+                    seen: 0,
                 });
                 if let Some(hit) = search::hit_from_candidate(&s.query, d)? {
                     hits.push(hit);

@@ -903,16 +903,15 @@ impl Store for SqliteStore {
                 clauses.push("m.created_at <= ?".into());
                 args.push(t.timestamp_millis().into());
             }
-            if let Some(after) = &search.after {
-                clauses.push("(-s.rank < ? OR (-s.rank = ? AND m.id < ?))".into());
-                args.extend([after.score.into(), after.score.into(), after.id.clone().into()]);
-            }
             args.push(i64::from(search.limit).into());
+            // By count, not after the last score: see `SearchPosition`.
+            let skip = search.after.as_ref().map_or(0, |a| a.seen.min(i64::MAX as u64) as i64);
+            args.push(skip.into());
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS}, -s.rank AS score \
                  FROM (SELECT rowid, bm25(messages_fts) AS rank FROM messages_fts WHERE messages_fts MATCH ?) s \
                  JOIN messages m ON m.rowid = s.rowid JOIN conversations c ON c.id = m.conversation_id \
-                 WHERE {} ORDER BY s.rank, m.id DESC LIMIT ?",
+                 WHERE {} ORDER BY s.rank, m.id DESC LIMIT ? OFFSET ?",
                 clauses.join(" AND ")
             );
             conn.prepare_cached(&sql)

@@ -51,7 +51,7 @@ pub(super) fn text_search_pipeline(search: &MessageSearch, base: Document) -> St
     let mut matching = base;
     matching.insert("$text", text_condition(&search.query));
     let mut pipeline = vec![doc! { "$match": matching }, doc! { "$addFields": { SCORE_FIELD: { "$meta": "textScore" } } }];
-    if let Some(SearchPosition { score, id }) = &search.after {
+    if let Some(SearchPosition { score, id, .. }) = &search.after {
         let id = object_id(id)?;
         pipeline.push(doc! { "$match": { "$or": [
             { SCORE_FIELD: { "$lt": *score } },
@@ -81,7 +81,7 @@ pub(super) fn regex_candidates_filter(query: &SearchQuery, base: Document, after
     let mut filter = base;
     let words: Vec<Document> = query.words().into_iter().map(|w| doc! { "content": contains_regex(w) }).collect();
     filter.insert("$and", words);
-    if let Some(SearchPosition { score, id }) = after {
+    if let Some(SearchPosition { score, id, .. }) = after {
         let at = bson_date(&from_millis(*score as i64));
         filter.insert("$or", vec![
             doc! { "created_at": { "$lt": at.clone() } },
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn text_pipeline_continues_after_the_cursor() {
         let id = "65a1b2c3d4e5f6a7b8c9d0e1";
-        let s = search("refund", Some(SearchPosition { score: 1.5, id: id.into() }));
+        let s = search("refund", Some(SearchPosition { score: 1.5, id: id.into(), seen: 20 }));
         let pipeline = text_search_pipeline(&s, Document::new()).unwrap();
         assert_eq!(
             pipeline[2],
