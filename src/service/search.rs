@@ -82,7 +82,7 @@ impl ChatService {
         };
         // Pages after the first see the messages as they were when the first was asked for.
         let until = cursor.as_ref().map(|c| c.until).unwrap_or_else(|| now().timestamp_millis());
-        let to = Some(to.map_or(until, |t| t.timestamp_millis().min(until))).map(crate::domain::time::from_millis);
+        let to = Some(crate::domain::time::from_millis(to.map_or(until, |t| t.timestamp_millis().min(until))));
         let search = MessageSearch {
             query,
             company_id,
