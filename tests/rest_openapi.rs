@@ -331,6 +331,8 @@ async fn sample_answers_validate_against_the_documented_schemas() {
     let health = s.request(&app, &doc, "GET", "/health", "/health", None, None).await;
     let store = if std::env::var("CHAT_TEST_STORE").as_deref() == Ok("mongo") { "mongodb" } else { "sqlite" };
     assert_eq!(health["checks"]["store"]["kind"], store, "{health}");
+    let search = if store == "sqlite" { vec!["fts5"] } else { vec!["text", "regex"] };
+    assert!(search.iter().any(|m| health["checks"]["store"]["search"] == *m), "{health}");
     s.request(&app, &doc, "GET", "/api/openapi.json", "/api/openapi.json", None, None).await;
     s.request(&app, &doc, "GET", "/api/docs", "/api/docs", None, None).await;
 
@@ -370,6 +372,11 @@ async fn sample_answers_validate_against_the_documented_schemas() {
     let th = format!("{c}/threads/{tid}");
     s.request(&app, &doc, "POST", "/api/conversations/{id}/threads/{tid}", &th, t, Some(json!({ "content": "in the thread" }))).await;
     s.request(&app, &doc, "GET", "/api/conversations/{id}/threads/{tid}", &format!("{th}?limit=5"), t, None).await;
+    let found = s
+        .request(&app, &doc, "GET", "/api/search/messages", &format!("/api/search/messages?q=hello&conversationId={id}&limit=1"), t, None)
+        .await;
+    assert_eq!(found["hits"][0]["snippet"], "<mark>hello</mark> again", "{found}");
+    s.refused(&app, &doc, ("GET", "/api/search/messages", "/api/search/messages?q=%22%22"), t, None).await;
 
     s.request(&app, &doc, "POST", "/api/internal/messages/emit", "/api/internal/messages/emit", i, Some(json!({
         "conversationId": id, "message": { "content": "relayed", "sender_type": "agent" }

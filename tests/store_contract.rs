@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use chat_service::domain::time::{from_millis, Timestamp};
 use chat_service::domain::{
-    new_object_id, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageType, Role,
-    SenderType, Status, Thread, ThreadScope,
+    new_object_id, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, MessageType,
+    Role, SearchHit, SearchPosition, SearchQuery, SenderType, Status, Thread, ThreadScope,
 };
 use chat_service::store::mongo::{MongoSettings, MongoStore};
 use chat_service::store::sqlite::SqliteStore;
-use chat_service::store::{MessageChange, Scope, Store};
+use chat_service::store::{MessageChange, Scope, SearchMethod, Store};
 use serde_json::{json, Map, Value};
 
 /// A store under test and whatever keeps its data alive.
@@ -73,6 +73,10 @@ contract!(
     summary_is_stored,
     archives_conversations_without_recent_activity,
     archiving_concurrently_archives_each_conversation_once,
+    message_search_words_phrases_and_scope,
+    message_search_follows_edits_and_deletes,
+    message_search_pages_continue_without_repeats,
+    conversation_search_matches_message_words,
 );
 
 fn at(ms: i64) -> Timestamp {
@@ -700,4 +704,168 @@ async fn archiving_concurrently_archives_each_conversation_once(store: Arc<dyn S
     archived.sort();
     ids.sort();
     assert_eq!(archived, ids, "each archived and returned exactly once");
+}
+
+// ---- Message search ----
+
+fn search(company: &str, q: &str) -> MessageSearch {
+    MessageSearch {
+        query: SearchQuery::parse(q).unwrap(),
+        company_id: company.into(),
+        conversation_id: None,
+        thread_id: None,
+        from: None,
+        to: None,
+        after: None,
+        limit: 50,
+    }
+}
+
+async fn found(store: &Arc<dyn Store>, s: &MessageSearch) -> Vec<String> {
+    let hits = store.search_messages(s).await.unwrap();
+    for pair in hits.windows(2) {
+        assert!(pair[0].score >= pair[1].score, "best first");
+    }
+    let mut ids: Vec<String> = hits.into_iter().map(|h| h.message.id).collect();
+    ids.sort();
+    ids
+}
+
+fn ids(messages: &[&Message]) -> Vec<String> {
+    let mut ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+async fn message_search_words_phrases_and_scope(store: Arc<dyn Store>) {
+    let method = store.search_method();
+    match store.kind() {
+        "sqlite" => assert_eq!(method, SearchMethod::Fts5),
+        _ => assert!([SearchMethod::Text, SearchMethod::Regex].contains(&method)),
+    }
+    let a = conversation("acme", 0);
+    let mut a_with_thread = a.clone();
+    let t = thread("Billing");
+    a_with_thread.threads.push(t.clone());
+    let b = conversation("acme", 1);
+    let elsewhere = conversation("globex", 2);
+    for c in [&a, &b, &elsewhere] {
+        store.insert_conversation(c).await.unwrap();
+    }
+    store.add_thread(Scope::Company("acme"), &a.id, &t).await.unwrap();
+    let card = message(&a.id, None, "Refund to my credit card, please", 10);
+    let swapped = message(&a.id, None, "card credit swap", 11);
+    let plural = message(&a.id, None, "the refunds are late", 12);
+    let in_thread = message(&a.id, Some(&t.id), "REFUND requested &amp; logged", 13);
+    let in_b = message(&b.id, None, "<b>refund</b> for order 42", 20);
+    let foreign = message(&elsewhere.id, None, "refund elsewhere", 21);
+    for m in [&card, &swapped, &plural, &in_thread, &in_b, &foreign] {
+        store.insert_message(m).await.unwrap();
+    }
+
+    assert_eq!(found(&store, &search("acme", "refund")).await, ids(&[&card, &in_thread, &in_b]), "whole words, any case, one company");
+    assert_eq!(found(&store, &search("acme", "\"credit card\"")).await, ids(&[&card]), "a phrase keeps its order");
+    assert_eq!(found(&store, &search("acme", "credit card")).await, ids(&[&card, &swapped]), "words in any order");
+    assert_eq!(found(&store, &search("acme", "refund card")).await, ids(&[&card]), "every word is required");
+    assert!(found(&store, &search("acme", "amp")).await.is_empty(), "character references are not words");
+    assert!(found(&store, &search("acme", "b")).await.is_empty(), "markup is not text");
+    assert!(found(&store, &search("acme", "nothing")).await.is_empty());
+    assert_eq!(found(&store, &search("globex", "refund")).await, ids(&[&foreign]));
+
+    let mut only_a = search("acme", "refund");
+    only_a.conversation_id = Some(a.id.clone());
+    assert_eq!(found(&store, &only_a).await, ids(&[&card, &in_thread]));
+    only_a.conversation_id = Some(elsewhere.id.clone());
+    assert!(found(&store, &only_a).await.is_empty(), "another company's conversation finds nothing");
+    let mut only_thread = search("acme", "refund");
+    only_thread.thread_id = Some(t.id.clone());
+    assert_eq!(found(&store, &only_thread).await, ids(&[&in_thread]));
+    let mut dated = search("acme", "refund");
+    dated.from = Some(at(11));
+    dated.to = Some(at(13));
+    assert_eq!(found(&store, &dated).await, ids(&[&in_thread]), "from and to bound created_at, inclusive");
+
+    let hits: Vec<SearchHit> = store.search_messages(&search("acme", "refund")).await.unwrap();
+    let hit = hits.iter().find(|h| h.message.id == card.id).unwrap();
+    assert_eq!(hit.message, card, "a hit is the stored message");
+}
+
+async fn message_search_follows_edits_and_deletes(store: Arc<dyn Store>) {
+    let a = conversation("acme", 0);
+    let b = conversation("acme", 1);
+    store.insert_conversation(&a).await.unwrap();
+    store.insert_conversation(&b).await.unwrap();
+    let edited = message(&a.id, None, "old words about shipping", 1);
+    let deleted = message(&a.id, None, "shipping was late", 2);
+    let kept = message(&a.id, None, "shipping today", 3);
+    let gone_with_b = message(&b.id, None, "shipping in b", 4);
+    for m in [&edited, &deleted, &kept, &gone_with_b] {
+        store.insert_message(m).await.unwrap();
+    }
+    assert_eq!(found(&store, &search("acme", "shipping")).await.len(), 4);
+
+    let change = MessageChange::Content { content: "new text about invoices".into(), edited_at: at(5) };
+    store.update_message(&a.id, &edited.id, &change).await.unwrap().unwrap();
+    // A reaction rewrites the row on SQLite: the index must not lose or double the message.
+    let react = MessageChange::Reaction { user_id: "bob".into(), emoji: Some("👍".into()), at: at(6) };
+    store.update_message(&a.id, &edited.id, &react).await.unwrap().unwrap();
+    assert!(!found(&store, &search("acme", "old")).await.contains(&edited.id), "old content is no longer found");
+    assert_eq!(found(&store, &search("acme", "invoices")).await, vec![edited.id.clone()], "new content is found, once");
+
+    assert!(store.soft_delete_message(&a.id, &deleted.id, at(7)).await.unwrap());
+    assert_eq!(found(&store, &search("acme", "shipping")).await, ids(&[&kept, &gone_with_b]), "deleted messages never appear");
+    assert!(store.delete_conversation(Scope::Company("acme"), &b.id).await.unwrap());
+    assert_eq!(found(&store, &search("acme", "shipping")).await, ids(&[&kept]));
+    assert!(store.delete_conversation(Scope::Company("acme"), &a.id).await.unwrap());
+    assert!(found(&store, &search("acme", "shipping invoices")).await.is_empty());
+}
+
+async fn message_search_pages_continue_without_repeats(store: Arc<dyn Store>) {
+    let a = conversation("acme", 0);
+    store.insert_conversation(&a).await.unwrap();
+    let mut all = Vec::new();
+    for i in 0..7 {
+        // Differing lengths and repeats give differing scores, and some ties.
+        let content = format!("{} ticket{}", "ticket ".repeat(1 + i % 3), " filler".repeat(i));
+        let m = message(&a.id, None, &content, i as i64);
+        store.insert_message(&m).await.unwrap();
+        all.push(m.id);
+    }
+    let whole: Vec<String> =
+        store.search_messages(&search("acme", "ticket")).await.unwrap().into_iter().map(|h| h.message.id).collect();
+    assert_eq!(whole.len(), 7);
+    let mut paged: Vec<String> = Vec::new();
+    let mut s = search("acme", "ticket");
+    s.limit = 3;
+    loop {
+        let hits = store.search_messages(&s).await.unwrap();
+        let Some(last) = hits.last() else { break };
+        paged.extend(hits.iter().map(|h| h.message.id.clone()));
+        s.after = Some(SearchPosition { score: last.score, id: last.message.id.clone(), seen: paged.len() as u64 });
+    }
+    assert_eq!(paged, whole, "pages continue the single ranking exactly");
+}
+
+async fn conversation_search_matches_message_words(store: Arc<dyn Store>) {
+    let mut a = conversation("acme", 0);
+    a.title = Some("Other".into());
+    let b = conversation("acme", 1);
+    let foreign = conversation("globex", 2);
+    for c in [&a, &b, &foreign] {
+        store.insert_conversation(c).await.unwrap();
+    }
+    store.insert_message(&message(&a.id, None, "The invoice is wrong", 1)).await.unwrap();
+    let deleted = message(&b.id, None, "an invoice, then deleted", 2);
+    store.insert_message(&deleted).await.unwrap();
+    store.soft_delete_message(&b.id, &deleted.id, at(3)).await.unwrap();
+    store.insert_message(&message(&foreign.id, None, "invoice", 4)).await.unwrap();
+    let q = |q: &str| {
+        let store = store.clone();
+        let f = ConversationFilter { company_id: "acme".into(), q: Some(q.into()), limit: 50, ..Default::default() };
+        async move { store.list_conversations(&f).await.unwrap().items.into_iter().map(|c| c.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(q("INVOICE").await, vec![a.id.clone()], "a live message's words match; deleted ones and other companies' do not");
+    assert_eq!(q("\"invoice is\"").await, vec![a.id.clone()]);
+    assert!(q("invoices").await.is_empty(), "whole words in messages");
+    assert_eq!(q("Othe").await, vec![a.id.clone()], "titles still match as substrings");
 }

@@ -6,12 +6,14 @@ mod conversation;
 mod id;
 mod message;
 mod sanitize;
+mod search;
 pub mod time;
 
 pub use conversation::*;
 pub use id::*;
 pub use message::*;
 pub use sanitize::{sanitize_json_strings, sanitize_text};
+pub use search::*;
 
 use serde::Serialize;
 

@@ -46,6 +46,7 @@ const TAG: &str = "docs";
         (name = "conversations", description = "Conversations of the caller's company, their participants and presence"),
         (name = "messages", description = "Messages of a conversation's main thread or of one thread"),
         (name = "threads", description = "Side threads of a conversation"),
+        (name = "search", description = "Full-text search over the messages the caller may read"),
         (name = "internal", description = "For sibling services holding `INTERNAL_SERVICE_TOKEN`; not confined to one company"),
         (name = "health", description = "Liveness and dependencies"),
         (name = "docs", description = "This document"),

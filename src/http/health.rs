@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiContext;
+use crate::store::SearchMethod;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -71,6 +72,9 @@ pub struct StoreCheck {
     pub status: CheckStatus,
     /// `sqlite` or `mongodb`.
     pub kind: &'static str,
+    /// How message search runs: `fts5` (SQLite), `text` (MongoDB `$text`) or `regex` (MongoDB
+    /// without `$text`: escaped regular expressions, newest first; README "Search").
+    pub search: SearchMethod,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -95,9 +99,10 @@ pub struct RedisCheck {
 )]
 pub async fn health(State(ctx): State<ApiContext>) -> (StatusCode, Json<Health>) {
     let timestamp = crate::domain::time::to_iso(&crate::domain::time::now());
+    let search = ctx.service.store().search_method();
     let store = match ctx.service.health().await {
-        Ok(kind) => StoreCheck { status: CheckStatus::Ok, kind, error: None },
-        Err(e) => StoreCheck { status: CheckStatus::Down, kind: ctx.service.store().kind(), error: Some(e) },
+        Ok(kind) => StoreCheck { status: CheckStatus::Ok, kind, search, error: None },
+        Err(e) => StoreCheck { status: CheckStatus::Down, kind: ctx.service.store().kind(), search, error: Some(e) },
     };
     let redis = ctx.cluster.as_ref().map(|c| match c.is_up() {
         true => RedisCheck { status: CheckStatus::Ok, error: None },

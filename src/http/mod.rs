@@ -11,6 +11,7 @@ mod health;
 mod internal;
 mod messages;
 pub mod middleware;
+mod search;
 mod threads;
 
 use std::collections::HashMap;
@@ -78,6 +79,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .routes(routes!(messages::list, messages::create))
         .routes(routes!(messages::edit, messages::delete))
         .routes(routes!(threads::create))
+        .routes(routes!(search::messages))
         .routes(routes!(threads::get, threads::post_message))
         .routes(routes!(internal::emit))
         .routes(routes!(internal::create))

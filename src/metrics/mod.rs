@@ -136,10 +136,11 @@ pub enum StoreOp {
     UpdateMessage,
     SoftDeleteMessage,
     ListCompanyMessages,
+    SearchMessages,
 }
 
 impl StoreOp {
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
     const ALL: [StoreOp; Self::COUNT] = [
         StoreOp::Ping,
         StoreOp::InsertConversation,
@@ -160,6 +161,7 @@ impl StoreOp {
         StoreOp::UpdateMessage,
         StoreOp::SoftDeleteMessage,
         StoreOp::ListCompanyMessages,
+        StoreOp::SearchMessages,
     ];
 
     fn name(self) -> &'static str {
@@ -183,6 +185,7 @@ impl StoreOp {
             StoreOp::UpdateMessage => "update_message",
             StoreOp::SoftDeleteMessage => "soft_delete_message",
             StoreOp::ListCompanyMessages => "list_company_messages",
+            StoreOp::SearchMessages => "search_messages",
         }
     }
 }

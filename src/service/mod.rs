@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 mod internal;
 mod messages;
+mod search;
 mod threads;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use events::{Broadcaster, NoBroadcast};
 pub use internal::{InternalCreateInput, InternalListInput};
 pub use messages::{MessageEdit, MessagePatch, MessagesAfter};
+pub use search::{FoundMessage, MessageSearchQuery, SearchResults};
 
 use crate::agent::{AgentClient, AgentHealth};
 use crate::auth::{Principal, PrincipalKind};

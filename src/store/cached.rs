@@ -17,13 +17,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{ArchiveBatch, MessageChange, Page, Scope, Store, StoreResult};
+use super::{ArchiveBatch, MessageChange, Page, Scope, SearchMethod, Store, StoreResult};
 use crate::cluster::Cluster;
 use crate::metrics::{CacheEntry, Metrics};
 use crate::domain::time::Timestamp;
 use crate::domain::{
-    Attachment, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageType, Role, SenderType,
-    Status, Thread, ThreadScope,
+    Attachment, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, MessageType, Role,
+    SearchHit, SenderType, Status, Thread, ThreadScope,
 };
 
 /// Generation counters outlive every entry written under them.
@@ -273,6 +273,15 @@ impl Store for CachedStore {
         to: Option<Timestamp>,
     ) -> StoreResult<Page<Message>> {
         self.inner.list_company_messages(company_id, limit, from, to).await
+    }
+
+    // Search results are not cached: every write anywhere in the company could change them.
+    fn search_method(&self) -> SearchMethod {
+        self.inner.search_method()
+    }
+
+    async fn search_messages(&self, search: &MessageSearch) -> StoreResult<Vec<SearchHit>> {
+        self.inner.search_messages(search).await
     }
 }
 

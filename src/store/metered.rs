@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{ArchiveBatch, MessageChange, Page, Scope, Store, StoreResult};
+use super::{ArchiveBatch, MessageChange, Page, Scope, SearchMethod, Store, StoreResult};
 use crate::domain::time::Timestamp;
-use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, Thread, ThreadScope};
+use crate::domain::{
+    Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, SearchHit, Thread, ThreadScope,
+};
 use crate::metrics::histogram::Histogram;
 use crate::metrics::{Metrics, StoreOp};
 
@@ -157,5 +159,13 @@ impl Store for MeteredStore {
         to: Option<Timestamp>,
     ) -> StoreResult<Page<Message>> {
         timed!(self, ListCompanyMessages, self.inner.list_company_messages(company_id, limit, from, to))
+    }
+
+    fn search_method(&self) -> SearchMethod {
+        self.inner.search_method()
+    }
+
+    async fn search_messages(&self, search: &MessageSearch) -> StoreResult<Vec<SearchHit>> {
+        timed!(self, SearchMessages, self.inner.search_messages(search))
     }
 }

@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::domain::time::Timestamp;
-use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, ThreadScope, Thread};
+use crate::domain::{
+    Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, SearchHit, ThreadScope, Thread,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,6 +57,19 @@ pub struct ArchiveBatch {
     /// Where the next step continues (the last conversation this one looked at); `None` when
     /// the scan is complete.
     pub next: Option<String>,
+}
+
+/// How a store carries out message search, as `/health` reports it (README "Search").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMethod {
+    /// SQLite's FTS5 index, ranked by BM25.
+    Fts5,
+    /// MongoDB's text index and `$text`, ranked by text score.
+    Text,
+    /// MongoDB without `$text`: case-insensitive regular expressions of the escaped words,
+    /// checked word for word, newest first.
+    Regex,
 }
 
 /// How a message's metadata changes in one atomic store call.
@@ -160,4 +175,12 @@ pub trait Store: Send + Sync + 'static {
         from: Option<Timestamp>,
         to: Option<Timestamp>,
     ) -> StoreResult<Page<Message>>;
+
+    // ---- Message search (README "Search") ----
+
+    /// How `search_messages` works on this store right now.
+    fn search_method(&self) -> SearchMethod;
+    /// Messages matching the search, best first (a higher score, then a higher id), at most
+    /// `limit`, never a deleted one, all within the search's company.
+    async fn search_messages(&self, search: &MessageSearch) -> StoreResult<Vec<SearchHit>>;
 }

@@ -8,8 +8,14 @@
 //! races between writers is one server-side update (`$inc`, `$addToSet`, `$pull`, dotted
 //! `$set`), never a read-modify-write. The driver reconnects on its own; while the server is
 //! away, calls fail with `StoreError::Unavailable` and the service answers 503.
+//!
+//! Message search (`search`) uses `$text` when start-up finds the server supports it, and
+//! escaped regular expressions otherwise; `search_method` says which.
 
 mod convert;
+mod search;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::time::Duration;
 
@@ -18,12 +24,14 @@ use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use futures_util::TryStreamExt;
 use mongodb::error::ErrorKind;
-use mongodb::options::{ClientOptions, FindOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, FindOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 
-use super::{ArchiveBatch, MessageChange, Page, Scope, Store, StoreError, StoreResult};
+use super::{ArchiveBatch, MessageChange, Page, Scope, SearchMethod, Store, StoreError, StoreResult};
 use crate::domain::time::Timestamp;
-use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, Thread, ThreadScope};
+use crate::domain::{
+    Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, SearchHit, SearchQuery, Thread, ThreadScope,
+};
 use convert::{
     bson_date, conversation_from_doc, conversation_to_doc, json_to_bson, message_from_doc, message_to_doc, object_id, thread_to_doc,
 };
@@ -35,6 +43,9 @@ pub struct MongoStore {
     db: Database,
     conversations: Collection<Document>,
     messages: Collection<Document>,
+    /// Start-up found that the text index and `$text` work; until then, and when they do not,
+    /// search uses the regex fallback.
+    text_search: AtomicBool,
 }
 
 /// Connection settings, from configuration.
@@ -64,7 +75,12 @@ impl MongoStore {
             .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
         let client = Client::with_options(options).map_err(map_err)?;
         let db = client.database(&database);
-        Ok(MongoStore { conversations: db.collection("conversations"), messages: db.collection("messages"), db })
+        Ok(MongoStore {
+            conversations: db.collection("conversations"),
+            messages: db.collection("messages"),
+            db,
+            text_search: AtomicBool::new(false),
+        })
     }
 
     /// Creates the contract's indexes. Idempotent; names are left to the server so they match
@@ -88,7 +104,118 @@ impl MongoStore {
             ])
             .await
             .map_err(map_err)?;
+        self.detect_text_search().await;
         Ok(())
+    }
+
+    /// Creates the text index on message content and proves `$text` answers; if either
+    /// fails (a server without text search, or another text index already on the collection,
+    /// which MongoDB allows only one of), search keeps the regex fallback.
+    pub async fn detect_text_search(&self) -> SearchMethod {
+        let index = IndexModel::builder()
+            .keys(doc! { "content": "text" })
+            .options(IndexOptions::builder().default_language(search::TEXT_INDEX_LANGUAGE.to_string()).build())
+            .build();
+        let probe = SearchQuery::parse("probe").expect("a word");
+        let works = match self.messages.create_index(index).await {
+            Err(e) => Err(format!("text index not created: {e}")),
+            Ok(_) => self
+                .messages
+                .find_one(doc! { "$text": search::text_condition(&probe) })
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("$text query failed: {e}")),
+        };
+        if let Err(why) = &works {
+            tracing::warn!(reason = %why, "MongoDB message search uses the regex fallback");
+        }
+        self.text_search.store(works.is_ok(), Ordering::Relaxed);
+        self.search_method()
+    }
+
+    /// Every reference to the company's conversations a message may hold (hex string and
+    /// ObjectId): messages carry no company, so this is how they are confined to one.
+    async fn company_conversation_refs(&self, company_id: &str) -> StoreResult<Vec<Bson>> {
+        let ids: Vec<Document> = self
+            .conversations
+            .find(doc! { "company_id": company_id })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        Ok(ids
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .flat_map(|oid| [Bson::String(oid.to_hex()), Bson::ObjectId(oid)])
+            .collect())
+    }
+
+    /// The company's conversations with a live message that matches `query`.
+    async fn conversations_with_matching_messages(&self, company_id: &str, query: &SearchQuery) -> StoreResult<Vec<ObjectId>> {
+        let refs = self.company_conversation_refs(company_id).await?;
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let base = doc! { "conversation_id": { "$in": refs }, "metadata.deleted_at": Bson::Null };
+        let mut found: Vec<ObjectId> = if self.text_search.load(Ordering::Relaxed) {
+            let mut filter = base;
+            filter.insert("$text", search::text_condition(query));
+            let ids = self.messages.distinct("conversation_id", filter).await.map_err(map_err)?;
+            ids.iter().filter_map(search::conversation_object_id).collect()
+        } else {
+            let filter = search::regex_candidates_filter(query, base, None)?;
+            let mut cursor = self
+                .messages
+                .find(filter)
+                .projection(doc! { "conversation_id": 1, "content": 1 })
+                .await
+                .map_err(map_err)?;
+            let mut ids = Vec::new();
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                if d.get_str("content").is_ok_and(|c| query.matches(c))
+                    && let Some(oid) = d.get("conversation_id").and_then(search::conversation_object_id)
+                {
+                    ids.push(oid);
+                }
+            }
+            ids
+        };
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// The regex fallback: candidates newest first, in batches, kept when every word and
+    /// phrase is there as whole words, until `limit` hits.
+    async fn search_by_regex(&self, s: &MessageSearch, base: Document) -> StoreResult<Vec<SearchHit>> {
+        let batch = i64::from(s.limit.max(16) * 4);
+        let mut after = s.after.clone();
+        let mut hits = Vec::new();
+        loop {
+            let filter = search::regex_candidates_filter(&s.query, base.clone(), after.as_ref())?;
+            let options = FindOptions::builder().sort(doc! { "created_at": -1, "_id": -1 }).limit(batch).build();
+            let docs: Vec<Document> =
+                self.messages.find(filter).with_options(options).await.map_err(map_err)?.try_collect().await.map_err(map_err)?;
+            for d in &docs {
+                let candidate = convert::message_from_doc(d)?;
+                after = Some(crate::domain::SearchPosition {
+                    score: candidate.created_at.timestamp_millis() as f64,
+                    id: candidate.id.clone(),
+                    seen: 0,
+                });
+                if let Some(hit) = search::hit_from_candidate(&s.query, d)? {
+                    hits.push(hit);
+                    if hits.len() == s.limit as usize {
+                        return Ok(hits);
+                    }
+                }
+            }
+            if (docs.len() as i64) < batch {
+                return Ok(hits);
+            }
+        }
     }
 
     /// Keeps trying to create the indexes until the server answers, so a database that is
@@ -231,7 +358,14 @@ impl Store for MongoStore {
         }
         if let Some(q) = &f.q {
             let re = contains_regex(q);
-            filter.insert("$or", vec![doc! { "title": re.clone() }, doc! { "summary": re.clone() }, doc! { "tags": re }]);
+            let mut any = vec![doc! { "title": re.clone() }, doc! { "summary": re.clone() }, doc! { "tags": re }];
+            if let Some(words) = SearchQuery::parse(q) {
+                let ids = self.conversations_with_matching_messages(&f.company_id, &words).await?;
+                if !ids.is_empty() {
+                    any.push(doc! { "_id": { "$in": ids } });
+                }
+            }
+            filter.insert("$or", any);
         }
         let mut range = Document::new();
         if let Some(t) = f.started_from {
@@ -597,22 +731,7 @@ impl Store for MongoStore {
     ) -> StoreResult<Page<Message>> {
         // Messages carry no company: find the company's conversations first (an index-only
         // projection), then their messages.
-        let ids: Vec<Document> = self
-            .conversations
-            .find(doc! { "company_id": company_id })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        let mut refs: Vec<Bson> = Vec::with_capacity(ids.len() * 2);
-        for d in &ids {
-            if let Ok(oid) = d.get_object_id("_id") {
-                refs.push(Bson::String(oid.to_hex()));
-                refs.push(Bson::ObjectId(oid));
-            }
-        }
+        let refs = self.company_conversation_refs(company_id).await?;
         if refs.is_empty() {
             return Ok(Page { items: Vec::new(), total: 0 });
         }
@@ -631,5 +750,38 @@ impl Store for MongoStore {
         let options = FindOptions::builder().sort(doc! { "created_at": -1, "_id": -1 }).limit(i64::from(limit)).build();
         let items = self.find_messages(filter, options).await?;
         Ok(Page { items, total })
+    }
+
+    // ---- Message search (README "Search") ----
+
+    fn search_method(&self) -> SearchMethod {
+        if self.text_search.load(Ordering::Relaxed) { SearchMethod::Text } else { SearchMethod::Regex }
+    }
+
+    async fn search_messages(&self, s: &MessageSearch) -> StoreResult<Vec<SearchHit>> {
+        let conversations = match &s.conversation_id {
+            Some(cid) => {
+                let in_company = doc! { "_id": object_id(cid)?, "company_id": &s.company_id };
+                if self.conversations.count_documents(in_company).await.map_err(map_err)? == 0 {
+                    return Ok(Vec::new());
+                }
+                id_either(cid)
+            }
+            None => {
+                let refs = self.company_conversation_refs(&s.company_id).await?;
+                if refs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Bson::Document(doc! { "$in": refs })
+            }
+        };
+        let base = search::base_filter(s, conversations);
+        if !self.text_search.load(Ordering::Relaxed) {
+            return self.search_by_regex(s, base).await;
+        }
+        let pipeline = search::text_search_pipeline(s, base)?;
+        let docs: Vec<Document> =
+            self.messages.aggregate(pipeline).await.map_err(map_err)?.try_collect().await.map_err(map_err)?;
+        docs.into_iter().map(search::hit_from_text_result).collect()
     }
 }
