@@ -10,6 +10,7 @@
 //! away, calls fail with `StoreError::Unavailable` and the service answers 503.
 
 mod convert;
+mod records;
 
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use mongodb::options::{ClientOptions, FindOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::{ArchiveBatch, MessageChange, Page, Scope, Store, StoreError, StoreResult};
+use crate::domain::attachment::StoredAttachment;
+use crate::domain::audit::{AuditFilter, AuditRecord};
 use crate::domain::time::Timestamp;
 use crate::domain::{Conversation, ConversationChanges, ConversationFilter, Message, Thread, ThreadScope};
 use convert::{
@@ -35,6 +38,8 @@ pub struct MongoStore {
     db: Database,
     conversations: Collection<Document>,
     messages: Collection<Document>,
+    /// Attachment records and the audit trail.
+    records: records::Records,
 }
 
 /// Connection settings, from configuration.
@@ -64,7 +69,12 @@ impl MongoStore {
             .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
         let client = Client::with_options(options).map_err(map_err)?;
         let db = client.database(&database);
-        Ok(MongoStore { conversations: db.collection("conversations"), messages: db.collection("messages"), db })
+        Ok(MongoStore {
+            conversations: db.collection("conversations"),
+            messages: db.collection("messages"),
+            records: records::Records::new(&db),
+            db,
+        })
     }
 
     /// Creates the contract's indexes. Idempotent; names are left to the server so they match
@@ -88,7 +98,7 @@ impl MongoStore {
             ])
             .await
             .map_err(map_err)?;
-        Ok(())
+        self.records.ensure_indexes().await
     }
 
     /// Keeps trying to create the indexes until the server answers, so a database that is
@@ -631,5 +641,33 @@ impl Store for MongoStore {
         let options = FindOptions::builder().sort(doc! { "created_at": -1, "_id": -1 }).limit(i64::from(limit)).build();
         let items = self.find_messages(filter, options).await?;
         Ok(Page { items, total })
+    }
+
+    async fn insert_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
+        self.records.insert_attachment(attachment).await
+    }
+
+    async fn get_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>> {
+        self.records.get_attachment(id).await
+    }
+
+    async fn delete_attachment(&self, id: &str) -> StoreResult<bool> {
+        self.records.delete_attachment(id).await
+    }
+
+    async fn delete_conversation_attachments(&self, conversation_id: &str) -> StoreResult<u64> {
+        self.records.delete_conversation_attachments(conversation_id).await
+    }
+
+    async fn insert_audit_records(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        self.records.insert_audit_records(records).await
+    }
+
+    async fn list_audit_records(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        self.records.list_audit_records(filter).await
+    }
+
+    async fn delete_audit_records_before(&self, cutoff: Timestamp, limit: u32) -> StoreResult<u64> {
+        self.records.delete_audit_records_before(cutoff, limit).await
     }
 }
