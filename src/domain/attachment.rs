@@ -52,8 +52,11 @@ pub const TEXT: FileType = file_type("text/plain", &["txt", "text", "log"], &[])
 pub const MARKDOWN: FileType = file_type("text/markdown", &["md", "markdown"], &["text/x-markdown"]);
 pub const CSV: FileType = file_type("text/csv", &["csv"], &["application/csv", "text/x-csv", "application/vnd.ms-excel"]);
 
+/// A magic number check.
+type Matcher = fn(&[u8]) -> bool;
+
 /// Binary types, each recognised by its own magic number check, in the order they are tried.
-const BINARY: [(FileType, fn(&[u8]) -> bool); 9] = [
+const BINARY: [(FileType, Matcher); 9] = [
     (JPEG, infer::image::is_jpeg),
     (PNG, infer::image::is_png),
     (GIF, infer::image::is_gif),

@@ -123,7 +123,7 @@ impl Auditor {
             // One line per thousand drops: a full queue means the store is far behind, and a
             // line per record would flood the log just when it matters.
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
-            if dropped % 1000 == 0 {
+            if dropped.is_multiple_of(1000) {
                 tracing::warn!(action = action.as_str(), dropped_so_far = dropped + 1, "audit queue full: record dropped");
             }
         }
