@@ -260,14 +260,26 @@ async fn only_the_companys_admins_read_its_trail_and_refusals_are_recorded() {
     assert!(app.panics().is_empty());
 }
 
-#[tokio::test]
-async fn audit_off_records_nothing() {
-    let app = spawn_app(&[("AUDIT", "off")]);
+/// Sends a message, stops the node with SIGTERM (which writes what is queued) and starts it
+/// again; answers how many records its company's trail holds then.
+async fn records_after_a_send_and_a_restart(env: &[(&str, &str)]) -> usize {
+    let app = spawn_app(env);
     let alice = user("alice", "acme");
     let c = app.conversation(&alice).await;
     app.message(&alice, &c, "hello").await;
-    // Another request after them: had they been queued, they would be written by now.
-    let (status, body) = app.get(&admin("boss", "acme"), "/api/audit").await;
-    assert_eq!(status, 200);
-    assert!(body["records"].as_array().unwrap().is_empty(), "{body}");
+    let (status, _, app) = app.terminate_and_restart();
+    assert!(status.success(), "{status:?}");
+    let (code, body) = app.get(&admin("boss", "acme"), "/api/audit").await;
+    assert_eq!(code, 200, "{body}");
+    body["records"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn queued_records_are_written_on_shutdown() {
+    assert_eq!(records_after_a_send_and_a_restart(&[]).await, 2, "conversation.create and message.create");
+}
+
+#[tokio::test]
+async fn audit_off_records_nothing() {
+    assert_eq!(records_after_a_send_and_a_restart(&[("AUDIT", "off")]).await, 0);
 }

@@ -1,6 +1,6 @@
 //! The audit trail's writer. Operations hand their record to `Auditor::record`, which only
-//! queues it: a bounded channel drained by one background task that writes whatever has
-//! queued in one store call. A send never waits for its record, and a full queue or a failing
+//! queues it: a bounded channel drained by one background task that lets records gather for
+//! `LINGER` and writes them in one store call. A send never waits for its record, and a full queue or a failing
 //! store never fails it: the records are dropped, counted (`chat_audit_records_total`) and
 //! logged instead.
 //!
@@ -26,6 +26,10 @@ use crate::store::Store;
 const QUEUE: usize = 50_000;
 /// Most records written in one store call.
 const BATCH: usize = 1_000;
+/// How long the writer lets records gather after the first one arrives. The store's writes
+/// are shared with sends (SQLite has one writer): a write per record would put a commit
+/// between every two messages, one per interval costs them next to nothing.
+const LINGER: Duration = Duration::from_millis(100);
 
 /// Where the request being handled came from.
 #[derive(Debug, Clone)]
@@ -170,6 +174,9 @@ async fn write_batches(store: Arc<dyn Store>, metrics: Arc<Metrics>, mut rx: mps
     let mut batch: Vec<AuditRecord> = Vec::with_capacity(BATCH);
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
+        if matches!(first, Queued::Record(_)) {
+            tokio::time::sleep(LINGER).await;
+        }
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
