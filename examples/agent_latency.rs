@@ -7,6 +7,8 @@
 //! ```text
 //! cargo run --release --example agent_latency -- [--messages 300] [--agent-delay-ms 2000] [--pause-ms 0]
 //! ```
+//! With `--audit-rounds N` it measures the audit trail instead: no agent, `AUDIT=on` against
+//! `AUDIT=off`, N runs of each, alternating.
 //! Messages are sent one at a time, each after the previous acknowledgement (and `--pause-ms`
 //! later), so with the slow agent the agent work of earlier messages is still pending while
 //! later ones are measured.
@@ -36,10 +38,12 @@ struct Args {
     /// Pause between an acknowledgement and the next send, so the background work a message
     /// sets off can finish before the next one is measured.
     pause: Duration,
+    /// Compare `AUDIT=on` with `AUDIT=off` over this many runs each instead of the agent.
+    audit_rounds: usize,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { messages: 300, agent_delay: Duration::from_millis(2000), pause: Duration::ZERO };
+    let mut a = Args { messages: 300, agent_delay: Duration::from_millis(2000), pause: Duration::ZERO, audit_rounds: 0 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -47,6 +51,7 @@ fn parse_args() -> Args {
             "--messages" => a.messages = val().parse().expect("--messages"),
             "--agent-delay-ms" => a.agent_delay = Duration::from_millis(val().parse().expect("--agent-delay-ms")),
             "--pause-ms" => a.pause = Duration::from_millis(val().parse().expect("--pause-ms")),
+            "--audit-rounds" => a.audit_rounds = val().parse().expect("--audit-rounds"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -80,7 +85,7 @@ async fn slow_agent(delay: Duration, replies: Arc<AtomicUsize>) -> String {
 }
 
 /// Starts the chat service on a free port; returns its base URL.
-async fn start_service(data_dir: &std::path::Path, agent_url: Option<&str>) -> String {
+async fn start_service(data_dir: &std::path::Path, agent_url: Option<&str>, audit: bool) -> String {
     let mut env: HashMap<&str, String> = HashMap::from([
         ("HOST", "127.0.0.1".into()),
         ("PORT", "0".into()),
@@ -88,6 +93,7 @@ async fn start_service(data_dir: &std::path::Path, agent_url: Option<&str>) -> S
         ("JWT_SECRET", SECRET.into()),
         ("INTERNAL_SERVICE_TOKEN", "agent-latency-internal".into()),
         ("SOCKET_MESSAGE_LIMIT", "1000000".into()),
+        ("AUDIT", if audit { "on" } else { "off" }.into()),
     ]);
     if let Some(url) = agent_url {
         env.insert("AGENT_SERVICE_URL", url.into());
@@ -154,11 +160,14 @@ async fn main() {
     let agent_url = slow_agent(args.agent_delay, replies.clone()).await;
 
     let without_dir = tempfile::tempdir().expect("temp dir");
-    let without = start_service(without_dir.path(), None).await;
+    if args.audit_rounds > 0 {
+        return compare_audit(&args).await;
+    }
+    let without = start_service(without_dir.path(), None, true).await;
     let mut base = measure(&without, args.messages, args.pause).await;
 
     let with_dir = tempfile::tempdir().expect("temp dir");
-    let with = start_service(with_dir.path(), Some(&agent_url)).await;
+    let with = start_service(with_dir.path(), Some(&agent_url), true).await;
     let mut slow = measure(&with, args.messages, args.pause).await;
 
     println!(
@@ -175,4 +184,23 @@ async fn main() {
         "reply requests the agent service received while measuring: {} (the agent work ran beside the sends)",
         replies.load(Ordering::Relaxed)
     );
+}
+
+/// `message:send` → ack with the audit trail on and off, `audit_rounds` fresh services each,
+/// alternating, so drift of the machine's load affects both alike.
+async fn compare_audit(args: &Args) {
+    println!("message:send → ack, {} messages one after another per run, AUDIT=on vs off, alternating", args.messages);
+    let (mut on_all, mut off_all) = (Vec::new(), Vec::new());
+    for round in 0..args.audit_rounds {
+        for audit in if round % 2 == 0 { [true, false] } else { [false, true] } {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = start_service(dir.path(), None, audit).await;
+            let mut times = measure(&url, args.messages, args.pause).await;
+            report(&format!("run {} AUDIT={}", round + 1, if audit { "on" } else { "off" }), &mut times);
+            if audit { on_all.extend(times) } else { off_all.extend(times) }
+        }
+    }
+    let (p50_on, p99_on) = report("all runs AUDIT=on", &mut on_all);
+    let (p50_off, p99_off) = report("all runs AUDIT=off", &mut off_all);
+    println!("added by the audit trail: p50 {:+.3} ms, p99 {:+.3} ms", p50_on - p50_off, p99_on - p99_off);
 }

@@ -31,7 +31,7 @@ step "Rust tests (unit, store contract, REST integration and API document, two n
 cargo test --locked
 
 step "REST integration, agent, socket delivery, shutdown and archive tests on MongoDB"
-CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent --test socket_delivery --test shutdown --test archive
+CHAT_TEST_STORE=mongo cargo test --locked --test 'rest_*' --test agent --test socket_delivery --test shutdown --test archive --test attachments --test audit
 
 # Half the volume on MongoDB: every REST request there is a round trip to the Python wire
 # server, and what this run adds over the embedded one is the store's own answers.

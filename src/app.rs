@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::recent_errors::RecentErrors;
 use crate::agent::AgentClient;
-use crate::archive::ArchiveJob;
+use crate::archive::{ArchiveJob, AuditRetentionJob};
 use crate::auth::Authenticator;
 use crate::cluster::pubsub::PubSub;
 use crate::cluster::{Cluster, ClusterError};
@@ -28,8 +28,9 @@ use crate::http::{self, ApiContext};
 use crate::metrics::{Limit, Metrics};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
+use crate::files::FileStorage;
 use crate::realtime::{self, QueueLimits, Realtime, Recovery, SocketBroadcaster, SocketShutdown};
-use crate::service::ChatService;
+use crate::service::{Auditor, ChatService};
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::cached::CachedStore;
 use crate::store::metered::MeteredStore;
@@ -71,6 +72,8 @@ pub enum StartError {
     Redis(String),
     #[error("agent service client: {0}")]
     Agent(#[from] crate::agent::AgentError),
+    #[error("{0}")]
+    Files(#[from] crate::files::FileError),
 }
 
 impl From<ClusterError> for StartError {
@@ -134,8 +137,13 @@ pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<
         };
         limiter.counting_refusals(metrics.rate_limit_refusals(limit))
     };
+    let files = FileStorage::from_config(config)?;
+    tracing::info!(storage = files.kind(), "uploaded files storage");
+    let auditor = Arc::new(if config.audit { Auditor::start(store.clone(), metrics.clone()) } else { Auditor::off(metrics.clone()) });
     let parts = Parts {
         store,
+        files,
+        auditor,
         auth,
         presence: Arc::new(match &cluster {
             Some(c) => Presence::shared(c.clone(), config.presence_ttl),
@@ -177,7 +185,10 @@ pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<
         }
     };
     if let Some(after) = config.archive_after {
-        ArchiveJob { service: service.clone(), cluster, after, interval: config.archive_interval }.spawn();
+        ArchiveJob { service: service.clone(), cluster: cluster.clone(), after, interval: config.archive_interval }.spawn();
+    }
+    if let (true, Some(keep)) = (config.audit, config.audit_retention) {
+        AuditRetentionJob { service: service.clone(), cluster, keep, interval: config.audit_retention_interval }.spawn();
     }
     Ok(App {
         router,
@@ -193,6 +204,8 @@ pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<
 /// What `assemble` wires together, whichever Socket.IO adapter it uses.
 struct Parts {
     store: Arc<dyn Store>,
+    files: FileStorage,
+    auditor: Arc<Auditor>,
     auth: Arc<Authenticator>,
     presence: Arc<Presence>,
     message_limiter: RateLimiter,
@@ -221,11 +234,14 @@ fn assemble<A: Adapter + DefinedAdapter>(
     let metrics = parts.metrics;
     let recovery = config.recovery_window.map(|window| Recovery::new(window, parts.cluster.clone()));
     let broadcaster = Arc::new(SocketBroadcaster::<A>::new(metrics.clone(), recovery.clone()));
-    let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events, metrics.clone());
+    let mut service = ChatService::new(parts.store, broadcaster.clone(), config.legacy_events, metrics.clone())
+        .with_files(parts.files)
+        .with_auditor(parts.auditor);
     if let Some(agent) = parts.agent {
         service = service.with_agent(agent);
     }
     let service = Arc::new(service);
+    let trusted_proxies = Arc::new(TrustedProxies::new(config.trusted_proxies.clone()));
     let realtime = Arc::new(Realtime {
         service: service.clone(),
         auth: parts.auth.clone(),
@@ -239,6 +255,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
         metrics: metrics.clone(),
         recovery,
         hold_limit: config.socket_buffer_size,
+        trusted_proxies: trusted_proxies.clone(),
     });
     metrics.watch_pending_events(realtime.queue_limits.pending_count());
     let (socket_layer, io) = builder.with_state(realtime.clone()).build_layer();
@@ -258,9 +275,10 @@ fn assemble<A: Adapter + DefinedAdapter>(
         rest_limiter: parts.rest_limiter,
         presence: parts.presence,
         cluster: parts.cluster,
-        trusted_proxies: Arc::new(TrustedProxies::new(config.trusted_proxies.clone())),
+        trusted_proxies,
         metrics,
         recent_errors: parts.recent_errors,
+        public_url: config.public_url.clone(),
     };
     // Request heads are bounded outside the Socket.IO layer, so handshakes and polling
     // requests are held to the same limits as REST.
@@ -395,5 +413,7 @@ pub async fn serve(
     while std::sync::Arc::strong_count(&open) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Audit records of the last requests are still queued: write them before exiting.
+    app.service.auditor().flush(SHUTDOWN_GRACE).await;
     Ok(())
 }

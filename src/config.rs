@@ -73,6 +73,27 @@ pub struct Config {
     pub metrics: bool,
     /// Bearer token of `/metrics` (an admin's JWT works too); `None`: `/metrics` is open.
     pub metrics_token: Option<String>,
+    /// Where uploaded files go: this bucket when set, else a directory under `data_dir`.
+    pub s3: Option<S3Settings>,
+    /// The service's address as clients reach it (`https://chat.example.com`), for the URLs of
+    /// uploaded files; `None`: taken from each upload request's `Host`.
+    pub public_url: Option<String>,
+    /// Record the audit trail (`AUDIT`); off, nothing is written.
+    pub audit: bool,
+    /// Audit records older than this are deleted; `None`: kept forever.
+    pub audit_retention: Option<Duration>,
+    /// How often expired audit records are deleted (once per interval across nodes sharing Redis).
+    pub audit_retention_interval: Duration,
+}
+
+/// An S3-compatible bucket (`S3_BUCKET`, `S3_ENDPOINT`, `S3_REGION`; credentials from the usual
+/// `AWS_*` variables).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Unset: AWS itself.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +166,24 @@ impl Config {
             log_json: var("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
             metrics: parse_bool(&var, "METRICS", true)?,
             metrics_token: var("METRICS_TOKEN"),
+            s3: var("S3_BUCKET").map(|bucket| S3Settings {
+                bucket,
+                endpoint: var("S3_ENDPOINT").map(|e| e.trim_end_matches('/').to_string()),
+                region: var("S3_REGION").or_else(|| var("AWS_REGION")),
+            }),
+            public_url: var("PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
+            audit: parse_bool(&var, "AUDIT", true)?,
+            audit_retention: match parse_range(&var, "AUDIT_RETENTION_DAYS", "365", 0, 36_500)? {
+                0 => None,
+                days => Some(Duration::from_secs(days * 86_400)),
+            },
+            audit_retention_interval: Duration::from_millis(parse_range(
+                &var,
+                "AUDIT_RETENTION_INTERVAL_MS",
+                "3600000",
+                100,
+                604_800_000,
+            )?),
         })
         .and_then(Config::checked)
     }
@@ -159,7 +198,13 @@ impl Config {
                 reason: "must be at least 16 characters".into(),
             });
         }
-        for (name, url) in [("AGENT_SERVICE_URL", &self.agent_service_url), ("REDIS_URL", &self.redis_url)] {
+        let s3_endpoint = self.s3.as_ref().and_then(|s| s.endpoint.clone());
+        for (name, url) in [
+            ("AGENT_SERVICE_URL", &self.agent_service_url),
+            ("REDIS_URL", &self.redis_url),
+            ("S3_ENDPOINT", &s3_endpoint),
+            ("PUBLIC_URL", &self.public_url),
+        ] {
             if let Some(u) = url
                 && !u.contains("://")
             {
@@ -268,6 +313,19 @@ mod tests {
         assert_eq!((c.archive_after, c.archive_interval), (None, Duration::from_secs(3600)));
         assert!(c.metrics);
         assert_eq!(c.metrics_token, None);
+        assert!(c.s3.is_none() && c.public_url.is_none() && c.audit);
+        assert_eq!(c.audit_retention, Some(Duration::from_secs(365 * 86_400)));
+    }
+
+    #[test]
+    fn attachment_and_audit_settings() {
+        let c = cfg(&[("S3_BUCKET", "files"), ("S3_ENDPOINT", "http://127.0.0.1:9000/"), ("AUDIT_RETENTION_DAYS", "0")]).unwrap();
+        let s3 = c.s3.unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.endpoint.as_deref()), ("files", Some("http://127.0.0.1:9000")));
+        assert_eq!(c.audit_retention, None);
+        assert!(!cfg(&[("AUDIT", "off")]).unwrap().audit);
+        assert_eq!(cfg(&[("S3_BUCKET", "b"), ("S3_ENDPOINT", "minio:9000")]).unwrap_err().name, "S3_ENDPOINT");
+        assert_eq!(cfg(&[("PUBLIC_URL", "chat.example.com")]).unwrap_err().name, "PUBLIC_URL");
     }
 
     #[test]

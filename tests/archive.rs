@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_service::domain::audit::{ActorKind, AuditAction, AuditFilter, AuditRecord, Transport};
 use chat_service::domain::time::now;
 use chat_service::domain::ConversationChanges;
 use chat_service::store::{Scope, Store};
@@ -64,16 +65,17 @@ async fn idle_conversations_are_archived_and_their_room_told() {
     assert_eq!(body["total"], 1, "{body}");
 }
 
-/// Outcomes of the archive rounds a node logged (JSON logs): slot → ran it or not.
-fn rounds(node: &TestApp) -> BTreeMap<u64, bool> {
+/// Outcomes of the rounds of `job` a node logged (JSON logs): slot → ran it or not. A round
+/// run logs `ran`.
+fn rounds(node: &TestApp, job: &str, ran: &str) -> BTreeMap<u64, bool> {
     let mut outcomes = BTreeMap::new();
     for line in node.log_lines() {
         let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
         let fields = &entry["fields"];
         let Some(slot) = fields["slot"].as_u64() else { continue };
         match fields["message"].as_str() {
-            Some("archive round") => outcomes.insert(slot, true),
-            Some("archive round run by another node") => outcomes.insert(slot, false),
+            Some(m) if m == ran => outcomes.insert(slot, true),
+            Some("round run by another node") if fields["job"] == job => outcomes.insert(slot, false),
             _ => None,
         };
     }
@@ -90,7 +92,7 @@ async fn with_redis_each_round_runs_on_one_node() {
         ("ARCHIVE_AFTER_DAYS", "30"),
         ("ARCHIVE_INTERVAL_MS", "200"),
         ("LOG_FORMAT", "json"),
-        ("RUST_LOG", "warn,chat_service::archive=debug"),
+        ("RUST_LOG", "warn,chat_service::archive=debug,chat_service::periodic=debug"),
     ];
     let a = spawn_app(&env);
     let b = spawn_node_sharing(&a, &env);
@@ -104,7 +106,7 @@ async fn with_redis_each_round_runs_on_one_node() {
     // Slots both nodes woke for: one of them ran the round, the other left it.
     let deadline = Instant::now() + Duration::from_secs(20);
     let shared = loop {
-        let (on_a, on_b_node) = (rounds(&a), rounds(&b));
+        let (on_a, on_b_node) = (rounds(&a, "archive", "archive round"), rounds(&b, "archive", "archive round"));
         let shared: Vec<(u64, bool, bool)> =
             on_a.iter().filter_map(|(slot, ran_a)| on_b_node.get(slot).map(|ran_b| (*slot, *ran_a, *ran_b))).collect();
         if shared.len() >= 8 {
@@ -118,4 +120,69 @@ async fn with_redis_each_round_runs_on_one_node() {
     }
     // Archived once, announced once, however many rounds and nodes.
     assert_eq!(on_b.count_received("conversation:updated", |e| e["conversationId"] == idle.as_str()), 0);
+}
+
+/// An audit record of `company` made `days_ago` days ago.
+fn old_record(company: &str, days_ago: i64) -> AuditRecord {
+    AuditRecord {
+        id: chat_service::domain::new_object_id(),
+        at: chat_service::domain::time::now() - chrono::Duration::days(days_ago),
+        company_id: Some(company.into()),
+        actor_kind: ActorKind::User,
+        actor_id: Some("alice".into()),
+        action: AuditAction::MessageCreate,
+        conversation_id: None,
+        subject_id: None,
+        detail: None,
+        client_address: None,
+        transport: Transport::Rest,
+        request_id: None,
+    }
+}
+
+#[tokio::test]
+async fn expired_audit_records_are_deleted_one_node_per_round() {
+    let redis = shared_url();
+    let prefix = unique_prefix();
+    let env = [
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_PREFIX", prefix.as_str()),
+        ("AUDIT_RETENTION_DAYS", "30"),
+        ("AUDIT_RETENTION_INTERVAL_MS", "200"),
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "warn,chat_service::archive=debug,chat_service::periodic=debug"),
+    ];
+    let a = spawn_app(&env);
+    let b = spawn_node_sharing(&a, &env);
+    let store = a.open_store().await;
+    let kept = old_record(COMPANY, 29);
+    store.insert_audit_records(&[old_record(COMPANY, 31), old_record(COMPANY, 400), kept.clone()]).await.unwrap();
+
+    let filter = AuditFilter { company_id: COMPANY.into(), limit: 100, ..Default::default() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = store.list_audit_records(&filter).await.unwrap();
+        if left.len() == 1 {
+            assert_eq!(left[0].id, kept.id, "the record within the retention stays");
+            break;
+        }
+        assert!(Instant::now() < deadline, "expired records left: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ran = "audit retention round";
+    let shared = loop {
+        let (on_a, on_b) = (rounds(&a, "audit-retention", ran), rounds(&b, "audit-retention", ran));
+        let shared: Vec<(u64, bool, bool)> =
+            on_a.iter().filter_map(|(slot, ran_a)| on_b.get(slot).map(|ran_b| (*slot, *ran_a, *ran_b))).collect();
+        if shared.len() >= 5 {
+            break shared;
+        }
+        assert!(Instant::now() < deadline, "fewer than 5 rounds seen by both nodes: a {on_a:?}, b {on_b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (slot, ran_on_a, ran_on_b) in &shared {
+        assert!(ran_on_a ^ ran_on_b, "slot {slot}: ran on a: {ran_on_a}, on b: {ran_on_b}");
+    }
 }

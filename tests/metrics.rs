@@ -37,6 +37,7 @@ const DOCUMENTED: &[&str] = &[
     "chat_agent_call_failures_total",
     "chat_agent_pending",
     "chat_http_requests_total",
+    "chat_audit_records_total",
 ];
 
 fn admin(id: &str) -> String {

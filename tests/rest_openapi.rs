@@ -398,6 +398,27 @@ async fn sample_answers_validate_against_the_documented_schemas() {
         s.request(&app, &doc, method, "/api/internal/conversations/{id}/update", &format!("{ic}/update"), i, Some(json!({ "ended_at": null }))).await;
     }
 
+    // Attachments: a multipart upload, a binary download (only its status is documented), a delete.
+    let (header, body) = common::multipart_file("file", "a.png", Some("image/png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
+    let res = app.http.post(format!("{}{c}/attachments", app.base_url)).bearer_auth(&alice).header("content-type", header).body(body).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let uploaded: Value = res.json().await.unwrap();
+    let upload_op = &doc["paths"]["/api/conversations/{id}/attachments"]["post"];
+    assert!(upload_op["requestBody"]["content"]["multipart/form-data"].is_object(), "{upload_op}");
+    if let Err(e) = check(&doc, &upload_op["responses"]["201"]["content"]["application/json"]["schema"], &uploaded, true) {
+        s.failures.push(format!("upload answer: {e}"));
+    }
+    s.checked.insert(("POST".into(), "/api/conversations/{id}/attachments".into()));
+    let file = format!("/api/attachments/{}", uploaded["id"].as_str().unwrap());
+    let (status, content_type, _) = app.call("GET", &file, t, None).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    assert!(doc["paths"]["/api/attachments/{id}"]["get"]["responses"]["200"].is_object());
+    s.checked.insert(("GET".into(), "/api/attachments/{id}".into()));
+    s.request(&app, &doc, "DELETE", "/api/attachments/{id}", &file, t, None).await;
+    let boss = common::admin("boss", "acme");
+    s.request(&app, &doc, "GET", "/api/audit", "/api/audit?limit=5&action=message.create", Some(boss.as_str()), None).await;
+    s.refused(&app, &doc, ("GET", "/api/audit", "/api/audit"), t, None).await;
+
     // Error answers are documented too.
     s.refused(&app, &doc, ("GET", "/api/conversations/{id}", "/api/conversations/0123456789abcdef01234567"), t, None).await;
     s.refused(&app, &doc, ("GET", "/api/conversations/{id}", &c), None, None).await;

@@ -2,6 +2,8 @@
 //! every input goes through. Nothing here does I/O, so every rule is unit-testable and the
 //! same whether a request came over REST, Socket.IO or the internal API.
 
+pub mod attachment;
+pub mod audit;
 mod conversation;
 mod id;
 mod message;

@@ -99,6 +99,7 @@ impl IntoResponse for ApiError {
                     ServiceError::Validation(_) | ServiceError::NoCompany => StatusCode::BAD_REQUEST,
                     ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
                     ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+                    ServiceError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     ServiceError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                     ServiceError::Unavailable(_) | ServiceError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                     ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

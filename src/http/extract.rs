@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use super::error::{ApiError, RequestPart};
 use super::ApiContext;
 use crate::auth::{bearer, AuthError, Principal};
+use crate::domain::audit::{ActorKind, AuditAction};
+use crate::service::On;
 
 /// The authenticated caller of a public route.
 pub struct Caller(pub Principal);
@@ -25,8 +27,19 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let ctx = ApiContext::from_ref(state);
-        verified(&ctx, bearer_token(parts)?).map(Caller)
+        let verified = bearer_token(parts).and_then(|token| verified(&ctx, token));
+        if let Err(ApiError::Unauthorized(why)) = &verified {
+            auth_refused(&ctx, why);
+        }
+        verified.map(Caller)
     }
+}
+
+/// Records a refused authentication: who it was is unknown, so it is in no company's trail
+/// (operators find it in the store and in the log, by its request id).
+fn auth_refused(ctx: &ApiContext, why: &str) {
+    tracing::info!(reason = why, "authentication refused");
+    ctx.service.auditor().record_as(ActorKind::Anonymous, None, AuditAction::AuthRefused, None, On::default().detail(why));
 }
 
 /// The `Authorization: Bearer` token of a request, or the contract's 401.
@@ -104,11 +117,13 @@ where
             return Err(ApiError::InternalApiDisabled);
         }
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        match bearer(header) {
-            Some(t) if ctx.auth.verify_internal(t) => Ok(InternalCaller),
-            Some(_) => Err(ApiError::Unauthorized("Invalid service token")),
-            None => Err(ApiError::Unauthorized("Missing or invalid authorization header")),
-        }
+        let refused = match bearer(header) {
+            Some(t) if ctx.auth.verify_internal(t) => return Ok(InternalCaller),
+            Some(_) => "Invalid service token",
+            None => "Missing or invalid authorization header",
+        };
+        auth_refused(&ctx, refused);
+        Err(ApiError::Unauthorized(refused))
     }
 }
 

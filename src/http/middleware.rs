@@ -1,5 +1,5 @@
-//! Cross-cutting HTTP behaviour: limits on the request head, the REST rate limit with its
-//! headers, security headers, CORS.
+//! Cross-cutting HTTP behaviour: limits on the request head, request ids, the REST rate limit
+//! with its headers, security headers, CORS.
 
 use std::net::SocketAddr;
 
@@ -12,8 +12,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::error::ApiError;
 use super::ApiContext;
+use tracing::Instrument;
+
 use crate::config::Config;
-use crate::service::ServiceError;
+use crate::domain::audit::{ActorKind, AuditAction, Transport};
+use crate::service::{with_origin, On, Origin, ServiceError};
 
 /// Longest request target (path and query, and the authority of an absolute URI) accepted.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -44,6 +47,18 @@ fn header_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
 }
 
+/// Records a refusal of the REST rate limit: by the caller its bearer token names, when it
+/// names one (then in its company's trail), else as anonymous.
+fn note_rate_limited(ctx: &ApiContext, headers: &HeaderMap) {
+    let auditor = ctx.service.auditor();
+    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let on = On::default().detail("rest");
+    match crate::auth::bearer(header).and_then(|t| ctx.auth.verify(t).ok()) {
+        Some(p) => auditor.record(&p, AuditAction::RateLimited, None, on),
+        None => auditor.record_as(ActorKind::Anonymous, None, AuditAction::RateLimited, None, on),
+    }
+}
+
 /// Counts each `/api` request against the caller's address (the client's, behind a trusted
 /// proxy); over the limit answers 429. `RateLimit-*` headers go on every answer, allowed or not.
 pub async fn rate_limit(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
@@ -56,6 +71,7 @@ pub async fn rate_limit(State(ctx): State<ApiContext>, req: Request, next: Next)
     let mut response = if decision.allowed {
         next.run(req).await
     } else {
+        note_rate_limited(&ctx, req.headers());
         ApiError::Service(ServiceError::RateLimited).into_response()
     };
     let h = response.headers_mut();
@@ -64,6 +80,37 @@ pub async fn rate_limit(State(ctx): State<ApiContext>, req: Request, next: Next)
     h.insert("ratelimit-reset", HeaderValue::from(decision.reset_secs));
     if !decision.allowed {
         h.insert(header::RETRY_AFTER, HeaderValue::from(decision.reset_secs));
+    }
+    response
+}
+
+/// Longest `X-Request-Id` taken from a client (or a proxy in front); longer ones are replaced.
+const MAX_REQUEST_ID: usize = 64;
+
+/// Gives each request an id (the caller's `X-Request-Id` when it is a plain token, else a new
+/// one), answers with it, puts it on every log line of the request (a `request` span) and
+/// makes it, with the client's address and the transport, the origin of the audit records the
+/// request causes.
+pub async fn request_context(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let client_address = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| ctx.trusted_proxies.client_address(c.0.ip(), req.headers()).to_string());
+    let transport = if req.uri().path().starts_with("/api/internal/") { Transport::Internal } else { Transport::Rest };
+    let span = tracing::info_span!("request", id = %request_id);
+    let origin = Origin { transport, client_address, request_id: Some(request_id.clone()) };
+    let mut response = with_origin(origin, next.run(req).instrument(span)).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
     }
     response
 }

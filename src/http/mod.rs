@@ -3,6 +3,8 @@
 
 pub mod client_address;
 mod admin;
+mod attachments;
+mod audit;
 mod conversations;
 pub mod docs;
 pub mod error;
@@ -38,6 +40,8 @@ use crate::service::ChatService;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Room for an upload's multipart boundaries and part headers beside the file itself.
+const UPLOAD_FRAMING_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct ApiContext {
@@ -52,6 +56,8 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     /// What the admin console lists as recent errors.
     pub recent_errors: Arc<RecentErrors>,
+    /// `PUBLIC_URL`: the base of uploaded files' URLs; `None`: each upload's `Host`.
+    pub public_url: Option<String>,
 }
 
 /// `{ success: true }`
@@ -81,13 +87,21 @@ pub fn router(ctx: ApiContext) -> Router {
         .routes(routes!(threads::create))
         .routes(routes!(search::messages))
         .routes(routes!(threads::get, threads::post_message))
+        .routes(routes!(attachments::download, attachments::delete))
+        .routes(routes!(audit::list))
         .routes(routes!(internal::emit))
         .routes(routes!(internal::create))
         .routes(routes!(internal::list))
         .routes(routes!(internal::update_conversation))
         .routes(routes!(internal::update_conversation_at_update))
         .routes(routes!(docs::openapi_json))
-        .routes(routes!(docs::page));
+        .routes(routes!(docs::page))
+        // The one route that takes a body over `MAX_BODY_BYTES`: a 10 MiB file and its multipart framing.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(attachments::upload))
+                .layer(axum::extract::DefaultBodyLimit::max(crate::domain::attachment::MAX_UPLOAD_BYTES + UPLOAD_FRAMING_BYTES)),
+        );
     let api = keep_document(api, |api| {
         api.fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
@@ -108,6 +122,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/admin/assets/{name}", get(admin::asset))
         .route("/admin/api/errors", get(admin::recent_errors))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), middleware::request_context))
         .layer(Extension(document));
     middleware::with_security_headers(router).with_state(ctx)
 }

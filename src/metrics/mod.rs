@@ -137,10 +137,17 @@ pub enum StoreOp {
     SoftDeleteMessage,
     ListCompanyMessages,
     SearchMessages,
+    InsertAttachment,
+    GetAttachment,
+    DeleteAttachment,
+    DeleteConversationAttachments,
+    InsertAuditRecords,
+    ListAuditRecords,
+    DeleteAuditRecordsBefore,
 }
 
 impl StoreOp {
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 27;
     const ALL: [StoreOp; Self::COUNT] = [
         StoreOp::Ping,
         StoreOp::InsertConversation,
@@ -162,6 +169,13 @@ impl StoreOp {
         StoreOp::SoftDeleteMessage,
         StoreOp::ListCompanyMessages,
         StoreOp::SearchMessages,
+        StoreOp::InsertAttachment,
+        StoreOp::GetAttachment,
+        StoreOp::DeleteAttachment,
+        StoreOp::DeleteConversationAttachments,
+        StoreOp::InsertAuditRecords,
+        StoreOp::ListAuditRecords,
+        StoreOp::DeleteAuditRecordsBefore,
     ];
 
     fn name(self) -> &'static str {
@@ -186,8 +200,23 @@ impl StoreOp {
             StoreOp::SoftDeleteMessage => "soft_delete_message",
             StoreOp::ListCompanyMessages => "list_company_messages",
             StoreOp::SearchMessages => "search_messages",
+            StoreOp::InsertAttachment => "insert_attachment",
+            StoreOp::GetAttachment => "get_attachment",
+            StoreOp::DeleteAttachment => "delete_attachment",
+            StoreOp::DeleteConversationAttachments => "delete_conversation_attachments",
+            StoreOp::InsertAuditRecords => "insert_audit_records",
+            StoreOp::ListAuditRecords => "list_audit_records",
+            StoreOp::DeleteAuditRecordsBefore => "delete_audit_records_before",
         }
     }
+}
+
+/// What became of audit records (`chat_audit_records_total`).
+#[derive(Debug, Clone, Copy)]
+pub enum AuditOutcome {
+    Written,
+    QueueFull,
+    StoreError,
 }
 
 /// What the read cache looked up.
@@ -265,6 +294,8 @@ pub struct Metrics {
     agent_pending: Gauge,
     rate_limit_refusals: Family<Labels, Counter>,
     http_requests: [Counter; HTTP_STATUS_CLASSES.len()],
+    /// In `AuditOutcome` order.
+    audit_records: [Counter; 3],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -308,6 +339,13 @@ impl Metrics {
             "Socket.IO events emitted, by event name: one per emit, whatever the number of recipients",
             "event",
             EVENTS_OUT,
+        );
+        let audit_records = counters(
+            &mut r,
+            "chat_audit_records",
+            "Audit records by what became of them: written to the store, or dropped because the queue was full or the store failed",
+            "outcome",
+            ["written", "dropped_queue_full", "dropped_store_error"],
         );
         let messages_sent = counters(
             &mut r,
@@ -404,6 +442,7 @@ impl Metrics {
             agent_pending,
             rate_limit_refusals,
             http_requests,
+            audit_records,
         }
     }
 
@@ -497,6 +536,13 @@ impl Metrics {
     pub fn send_answered(&self, received: Option<Instant>, ok: bool) {
         if let Some(t) = received {
             self.send_ack[usize::from(!ok)].record_since(t);
+        }
+    }
+
+    /// `n` audit records written or dropped.
+    pub fn audit_records(&self, outcome: AuditOutcome, n: u64) {
+        if self.enabled {
+            self.audit_records[outcome as usize].inc_by(n);
         }
     }
 

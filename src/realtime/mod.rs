@@ -18,7 +18,7 @@ mod shutdown;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Serialize;
@@ -34,13 +34,17 @@ pub use ordering::QueueLimits;
 pub use recovery::Recovery;
 pub use shutdown::SocketShutdown;
 
+use tracing::Instrument;
+
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
+use crate::domain::audit::{ActorKind, AuditAction, Transport};
+use crate::http::client_address::TrustedProxies;
 use crate::domain::{id_from_value, optional_thread_id, MessageType, SendMessageInput, ValidMessage, ValidationError};
 use crate::metrics::{EventIn, Metrics};
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::service::events::{self, room, ConversationJoined, ErrorEvent, MessageErrorEvent, ThreadSwitched, Typing, UserInRoom};
-use crate::service::{ChatService, ServiceError};
+use crate::service::{with_origin, ChatService, On, Origin, ServiceError};
 
 /// Everything the socket handlers share.
 pub struct Realtime {
@@ -60,6 +64,8 @@ pub struct Realtime {
     pub recovery: Option<Arc<Recovery>>,
     /// Broadcasts held for a recovering socket before it is closed as unable to keep up.
     pub hold_limit: usize,
+    /// Whose `X-Forwarded-For` names the client in audit records.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 /// Per-socket state, kept in the socket's extensions.
@@ -70,6 +76,11 @@ pub struct Session {
     slot: ConnectionSlot,
     /// Keeps this socket's store-backed events in arrival order.
     events: ordering::EventQueue,
+    /// The socket id and the client's address, for audit records and logs.
+    socket_id: String,
+    client_address: Option<String>,
+    /// Events seen so far: the `n` of each event's request id `<socket id>:<n>`.
+    events_seen: AtomicU64,
     /// The private session id given in the CONNECT answer (connection state recovery on).
     pid: OnceLock<String>,
     /// What a recovered socket is still owed once its CONNECT is sent.
@@ -126,6 +137,27 @@ impl Session {
             recovery.save_live(pid, &self.record(rooms)).await;
         }
     }
+    /// The origin of the next event's audit records: a fresh request id `<socket id>:<n>`.
+    fn next_origin(&self) -> Origin {
+        let n = self.events_seen.fetch_add(1, Ordering::Relaxed) + 1;
+        Origin { transport: Transport::Socket, client_address: self.client_address.clone(), request_id: Some(format!("{}:{n}", self.socket_id)) }
+    }
+}
+
+/// Runs an event's work with its audit origin and a span naming its request id in the log.
+fn traced<F: Future>(origin: Origin, work: F) -> impl Future<Output = F::Output> {
+    let span = tracing::info_span!("socket_event", id = origin.request_id.as_deref().unwrap_or("-"));
+    with_origin(origin, work.instrument(span))
+}
+
+/// The client's address as the handshake request shows it (behind a trusted proxy, the one
+/// `X-Forwarded-For` names).
+fn handshake_address<A: Adapter>(s: &SocketRef<A>, proxies: &TrustedProxies) -> Option<String> {
+    let parts = s.req_parts();
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| proxies.client_address(c.0.ip(), &parts.headers).to_string())
 }
 
 /// One counted connection. Released on disconnect, or when the socket is dropped without
@@ -187,8 +219,21 @@ async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth):
         let header = s.req_parts().headers.get("authorization").and_then(|v| v.to_str().ok());
         bearer(header).map(str::to_string)
     });
-    let token = token.filter(|t| !t.trim().is_empty()).ok_or(AuthError::Missing)?;
-    let principal = rt.auth.verify(&token)?;
+    let client_address = handshake_address(&s, &rt.trusted_proxies);
+    let verified = token.filter(|t| !t.trim().is_empty()).ok_or(AuthError::Missing).and_then(|t| rt.auth.verify(&t));
+    let principal = match verified {
+        Ok(p) => p,
+        Err(e) => {
+            let origin = Origin { transport: Transport::Socket, client_address, request_id: Some(s.id.to_string()) };
+            with_origin(origin, async {
+                let why = e.to_string();
+                tracing::info!(socket = %s.id, reason = %why, "socket authentication refused");
+                rt.service.auditor().record_as(ActorKind::Anonymous, None, AuditAction::AuthRefused, None, On::default().detail(why));
+            })
+            .await;
+            return Err(e.into());
+        }
+    };
     let Some(slot) = ConnectionSlot::claim(&rt) else {
         tracing::warn!(max = rt.max_connections, "connection refused: at capacity");
         return Err(ConnectRefused::AtCapacity);
@@ -198,6 +243,9 @@ async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth):
         state: Mutex::default(),
         slot,
         events: Default::default(),
+        socket_id: s.id.to_string(),
+        client_address,
+        events_seen: AtomicU64::new(0),
         pid: OnceLock::new(),
         replay: Mutex::new(None),
         record_writes: tokio::sync::Mutex::new(()),
@@ -617,7 +665,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let turn = take_turn(&rt, &session);
-    async move {
+    let origin = session.next_origin();
+    traced(origin, async move {
         match turn {
             Ok(mut turn) => {
                 turn.wait().await;
@@ -625,7 +674,7 @@ where
             }
             Err(refusal) => r.error(&refusal),
         }
-    }
+    })
 }
 
 /// Not `async`: the body before the returned future runs when socketioxide calls the handler,
@@ -646,7 +695,8 @@ fn on_send<A: Adapter>(
     // Read the client's temp id first, so even a malformed payload can be matched to its bubble.
     let temp_id = temp_id_of(&data);
     let queued = take_turn(&rt, &session).map(|turn| (turn, checked_send(data)));
-    async move {
+    let origin = session.next_origin();
+    traced(origin, async move {
         let (mut turn, checked) = match queued {
             Ok(queued) => queued,
             Err(refusal) => {
@@ -656,7 +706,7 @@ fn on_send<A: Adapter>(
         };
         turn.wait().await;
         Box::pin(send(s, rt, session, received, temp_id, checked, r)).await;
-    }
+    })
 }
 
 /// The temp id a client gave its message, so even a refused payload can be matched to it.
@@ -698,6 +748,7 @@ async fn send<A: Adapter>(
     let p = &session.principal;
     let result = async {
         if !rt.message_limiter.hit(&p.user_id).await.allowed {
+            rt.service.auditor().record(p, AuditAction::RateLimited, None, On::default().detail("message:send"));
             return Err(ServiceError::RateLimited);
         }
         let (conversation_id, valid) = checked?;
@@ -722,12 +773,14 @@ async fn send<A: Adapter>(
 
 async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
     rt.metrics.event_received(EventIn::Typing);
-    typing(s, rt, session, data, r).await;
+    let origin = session.next_origin();
+    traced(origin, typing(s, rt, session, data, r)).await;
 }
 
 async fn on_widget_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
     rt.metrics.event_received(EventIn::TypingWidget);
-    typing(s, rt, session, data, r).await;
+    let origin = session.next_origin();
+    traced(origin, typing(s, rt, session, data, r)).await;
 }
 
 /// `typing` and the widget's `message:typing`: relayed to the others in the room, and only
@@ -741,6 +794,7 @@ async fn typing<A: Adapter>(
 ) {
     let user = &session.principal.user_id;
     if !rt.typing_limiter.hit(user).await.allowed {
+        rt.service.auditor().record(&session.principal, AuditAction::RateLimited, None, On::default().detail("typing"));
         return r.error(&ServiceError::RateLimited);
     }
     let id = match conversation_id_of(&data) {

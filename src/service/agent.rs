@@ -4,6 +4,7 @@
 //! message is stored and broadcast, in a task of its own: the agent service being slow, down
 //! or wrong can delay, fail or lose nothing the user sent.
 
+use crate::domain::audit::ActorKind;
 use std::sync::Arc;
 
 use dashmap::DashSet;
@@ -177,7 +178,8 @@ impl ChatService {
             thread_id: job.message.thread_id.clone(),
             attachments: Vec::new(),
         };
-        let sender = Sender { sender_type: SenderType::Agent, sender_id: job.conversation.agent_id.clone() };
+        let agent_id = job.conversation.agent_id.clone();
+        let sender = Sender { sender_type: SenderType::Agent, sender_id: agent_id.clone(), actor: ActorKind::System, actor_id: agent_id };
         // The agent's model name and the like reach browsers too: cleaned like metadata.
         let ai_metadata = reply.ai_metadata(elapsed).into_iter().map(|(k, v)| (k, sanitize_json_strings(v))).collect();
         self.post_message(&job.conversation, sender, input, Map::new(), Some(ai_metadata))
@@ -194,7 +196,8 @@ impl ChatService {
             thread_id: job.message.thread_id.clone(),
             attachments: Vec::new(),
         };
-        let sender = Sender { sender_type: SenderType::System, sender_id: "system".into() };
+        let sender =
+            Sender { sender_type: SenderType::System, sender_id: "system".into(), actor: ActorKind::System, actor_id: "system".into() };
         if let Err(e) = self.post_message(&job.conversation, sender, input, Map::new(), None).await {
             tracing::error!(conversation = %job.conversation.id, error = %e, "could not store the agent failure message");
         }

@@ -4,7 +4,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::events::{self, raw, ConversationUpdated, UserInRoom};
-use super::{ChatService, ServiceError, ServiceResult, CONVERSATION_NOT_FOUND};
+use super::{ChatService, On, ServiceError, ServiceResult, CONVERSATION_NOT_FOUND};
+use crate::domain::audit::AuditAction;
 use crate::auth::Principal;
 use crate::domain::time::{now, parse_client_date};
 use crate::domain::{
@@ -144,7 +145,7 @@ impl ChatService {
         };
         debug_assert!(Channel::ALL.contains(&c.channel.as_str()));
         self.store.insert_conversation(&c).await?;
-        tracing::info!(target: "audit", action = "conversation.create", actor = %p.user_id, company = %c.company_id, conversation = %c.id);
+        self.auditor.record(p, AuditAction::ConversationCreate, Some(&c.company_id), On::conversation(&c.id));
         Ok(c)
     }
 
@@ -163,7 +164,7 @@ impl ChatService {
             .update_conversation(self.scope(p)?, &current.id, &changes, now())
             .await?
             .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))?;
-        tracing::info!(target: "audit", action = "conversation.update", actor = %p.user_id, conversation = %updated.id);
+        self.auditor.record(p, AuditAction::ConversationUpdate, Some(&updated.company_id), On::conversation(&updated.id));
         let payload = raw(&ConversationUpdated { conversation_id: &updated.id, conversation: &updated });
         self.emit(&updated.id, events::CONVERSATION_UPDATED, &payload).await;
         Ok(updated)
@@ -177,7 +178,8 @@ impl ChatService {
         if !self.store.delete_conversation(self.scope(p)?, &c.id).await? {
             return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
-        tracing::info!(target: "audit", action = "conversation.delete", actor = %p.user_id, conversation = %c.id);
+        self.auditor.record(p, AuditAction::ConversationDelete, Some(&c.company_id), On::conversation(&c.id));
+        self.delete_conversation_files(&c);
         Ok(())
     }
 
@@ -195,6 +197,8 @@ impl ChatService {
             .set_participant(self.scope(p)?, &c.id, &user_id, add, now())
             .await?
             .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))?;
+        let action = if add { AuditAction::ParticipantAdd } else { AuditAction::ParticipantRemove };
+        self.auditor.record(p, action, Some(&c.company_id), On::conversation(&c.id).subject(&user_id));
         let event = if add { events::PARTICIPANT_ADDED } else { events::PARTICIPANT_REMOVED };
         self.emit(&c.id, event, &raw(&UserInRoom { conversation_id: &c.id, user_id: &user_id })).await;
         Ok(updated)

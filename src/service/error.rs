@@ -15,6 +15,9 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
+    /// An upload whose content is not an accepted type, or not the type its name or claim says.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("Too many requests")]
     RateLimited,
     /// Too much work already queued (for this socket or the whole process): refused at once,

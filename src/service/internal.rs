@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use super::events::raw;
 use super::messages::Sender;
-use super::{ChatService, ServiceResult};
+use super::{ChatService, On, ServiceResult};
+use crate::domain::audit::{ActorKind, AuditAction};
 use crate::auth::Principal;
 use crate::domain::time::parse_client_date;
 use crate::domain::{
@@ -70,6 +71,8 @@ impl ChatService {
         message.insert("id".into(), Value::String(message_id.clone()));
         message.entry("conversation_id").or_insert_with(|| Value::String(c.id.clone()));
         self.broadcast_message(&c.id, &raw(&message)).await;
+        let on = On::conversation(&c.id).subject(&message_id);
+        self.auditor.record(&Principal::service(), AuditAction::MessageRelay, Some(&c.company_id), on);
         Ok(message_id)
     }
 
@@ -101,7 +104,8 @@ impl ChatService {
         let thread_id = optional_thread_id(input.thread_id.as_ref(), "threadId")?;
         let metadata = crate::domain::clean_metadata("metadata", input.metadata.unwrap_or_default())?;
         let valid = ValidMessage { content, message_type, thread_id, attachments: Vec::new() };
-        self.post_message(&c, Sender { sender_type, sender_id }, valid, metadata, None).await
+        let sender = Sender { sender_type, sender_id, actor: ActorKind::Service, actor_id: "service".into() };
+        self.post_message(&c, sender, valid, metadata, None).await
     }
 
     pub async fn internal_list(&self, input: InternalListInput) -> ServiceResult<Page<Message>> {

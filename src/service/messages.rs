@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::events::{self, raw, MessageDeleted, MessageEdited, MessageNew, ThreadUpdated};
-use super::{ChatService, ServiceError, ServiceResult};
+use super::{ChatService, On, ServiceError, ServiceResult};
+use crate::domain::audit::{ActorKind, AuditAction};
 use crate::auth::Principal;
 use crate::domain::time::now;
 use crate::domain::{
@@ -76,10 +77,20 @@ pub struct MessagesAfter {
     pub has_more: bool,
 }
 
-/// Who a message is from, as stored.
+/// Who a message is from, as stored, and who sent it for the audit trail.
 pub(super) struct Sender {
     pub sender_type: SenderType,
     pub sender_id: String,
+    pub actor: ActorKind,
+    pub actor_id: String,
+}
+
+impl Sender {
+    /// A user's or widget's own message.
+    fn principal(p: &Principal) -> Self {
+        let actor = if p.widget_conversation().is_some() { ActorKind::Widget } else { ActorKind::User };
+        Sender { sender_type: SenderType::User, sender_id: p.user_id.clone(), actor, actor_id: p.user_id.clone() }
+    }
 }
 
 impl ChatService {
@@ -93,8 +104,9 @@ impl ChatService {
         input: ValidMessage,
     ) -> ServiceResult<Message> {
         let conversation = self.conversation_for(p, conversation_id).await?;
-        let sender = Sender { sender_type: SenderType::User, sender_id: p.user_id.clone() };
-        let message = self.post_message(&conversation, sender, input, Map::new(), None).await?;
+        let mut input = input;
+        self.check_attachments(&conversation, &mut input.attachments).await?;
+        let message = self.post_message(&conversation, Sender::principal(p), input, Map::new(), None).await?;
         self.start_agent(p, &conversation, &message);
         Ok(message)
     }
@@ -119,7 +131,7 @@ impl ChatService {
             thread_id: input.thread_id,
             role: sender.sender_type.role(),
             sender_type: sender.sender_type,
-            sender_id: sender.sender_id,
+            sender_id: sender.sender_id.clone(),
             content: input.content,
             message_type: input.message_type,
             attachments: input.attachments,
@@ -129,10 +141,12 @@ impl ChatService {
         };
         let thread_count = self.store.insert_message(&message).await?;
         self.metrics.message_sent(message.sender_type);
-        tracing::info!(
-            target: "audit", action = "message.create", actor = %message.sender_id,
-            sender_type = %message.sender_type, conversation = %message.conversation_id, message = %message.id,
-            at = %crate::domain::time::to_iso(&message.created_at)
+        self.auditor.record_as(
+            sender.actor,
+            Some(sender.actor_id),
+            AuditAction::MessageCreate,
+            Some(&conversation.company_id),
+            On::conversation(&message.conversation_id).subject(&message.id),
         );
         self.broadcast_message(&message.conversation_id, &raw(&message)).await;
         if let (Some(thread_id), Some(count)) = (&message.thread_id, thread_count) {
@@ -234,7 +248,23 @@ impl ChatService {
                 .await?
                 .ok_or(ServiceError::NotFound("Message not found"))?;
         }
-        tracing::info!(target: "audit", action = "message.edit", actor = %p.user_id, conversation = %c.id, message = %message.id, at = %crate::domain::time::to_iso(&at));
+        // One record per request: an edit with a reaction or a read receipt is an edit.
+        let action = match changes.first() {
+            Some(MessageChange::Content { .. }) => AuditAction::MessageEdit,
+            Some(MessageChange::MarkRead { .. }) if changes.len() == 1 => AuditAction::MessageRead,
+            Some(MessageChange::MarkRead { .. }) => AuditAction::MessageReaction,
+            _ => AuditAction::MessageReaction,
+        };
+        let what: Vec<&str> = changes
+            .iter()
+            .map(|c| match c {
+                MessageChange::Content { .. } => "content",
+                MessageChange::MarkRead { .. } => "read",
+                MessageChange::Reaction { .. } => "reaction",
+                MessageChange::MergeMetadata(_) => "metadata",
+            })
+            .collect();
+        self.auditor.record(p, action, Some(&c.company_id), On::conversation(&c.id).subject(&message.id).detail(what.join(",")));
         self.announce_edit(&message).await;
         Ok(message)
     }
@@ -256,7 +286,7 @@ impl ChatService {
         if !self.store.soft_delete_message(&c.id, &message_id, at).await? {
             return Err(ServiceError::NotFound("Message not found"));
         }
-        tracing::info!(target: "audit", action = "message.delete", actor = %p.user_id, conversation = %c.id, message = %message_id, at = %crate::domain::time::to_iso(&at));
+        self.auditor.record(p, AuditAction::MessageDelete, Some(&c.company_id), On::conversation(&c.id).subject(&message_id));
         let payload = raw(&MessageDeleted {
             conversation_id: &c.id,
             message_id: &message_id,

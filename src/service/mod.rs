@@ -5,6 +5,8 @@
 
 mod agent;
 mod archive;
+mod attachments;
+pub mod audit;
 mod conversations;
 pub mod error;
 pub mod events;
@@ -21,12 +23,16 @@ pub use conversations::ConversationQuery;
 pub use error::{ServiceError, ServiceResult};
 pub use events::{Broadcaster, NoBroadcast};
 pub use internal::{InternalCreateInput, InternalListInput};
+pub use attachments::{Download, Upload};
+pub use audit::{with_origin, Auditor, On, Origin};
 pub use messages::{MessageEdit, MessagePatch, MessagesAfter};
 pub use search::{FoundMessage, MessageSearchQuery, SearchResults};
 
 use crate::agent::{AgentClient, AgentHealth};
 use crate::auth::{Principal, PrincipalKind};
+use crate::domain::audit::{AuditAction, AuditFilter, AuditRecord};
 use crate::domain::{parse_object_id, Conversation, ConversationFilter};
+use crate::files::FileStorage;
 use crate::metrics::Metrics;
 use crate::store::{Scope, Store};
 
@@ -51,11 +57,31 @@ pub struct ChatService {
     /// The agent service's work on users' messages; `None`: no agent calls at all.
     agent: Option<Arc<agent::AgentWork>>,
     metrics: Arc<Metrics>,
+    /// Where uploaded files' bytes go; `None`: uploads answer 503.
+    files: Option<FileStorage>,
+    auditor: Arc<Auditor>,
 }
 
 impl ChatService {
+    /// A service that stores no files and records no audit trail until given them
+    /// (`with_files`, `with_auditor`).
     pub fn new(store: Arc<dyn Store>, broadcaster: Arc<dyn Broadcaster>, legacy_events: bool, metrics: Arc<Metrics>) -> Self {
-        ChatService { store, broadcaster, legacy_events, agent: None, metrics }
+        let auditor = Arc::new(Auditor::off(metrics.clone()));
+        ChatService { store, broadcaster, legacy_events, agent: None, metrics, files: None, auditor }
+    }
+
+    pub fn with_files(mut self, files: FileStorage) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    pub fn with_auditor(mut self, auditor: Arc<Auditor>) -> Self {
+        self.auditor = auditor;
+        self
+    }
+
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.auditor
     }
 
     /// Answers users' text messages through the agent service (see `agent`).
@@ -92,10 +118,39 @@ impl ChatService {
         if p.widget_conversation().is_some_and(|own| own != id) {
             return Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND));
         }
-        self.store
-            .get_conversation(scope, &id)
-            .await?
-            .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))
+        match self.store.get_conversation(scope, &id).await? {
+            Some(c) => Ok(c),
+            None => {
+                self.note_cross_tenant(p, scope, &id).await;
+                Err(ServiceError::NotFound(CONVERSATION_NOT_FOUND))
+            }
+        }
+    }
+
+    /// A conversation missing from the caller's company may exist in another: that is an
+    /// attempt across tenants, recorded in the trail of the company it belongs to (whose
+    /// admins should know). Costs a lookup only when a conversation was not found.
+    async fn note_cross_tenant(&self, p: &Principal, scope: Scope<'_>, id: &str) {
+        let Scope::Company(own) = scope else { return };
+        if !self.auditor.enabled() {
+            return;
+        }
+        if let Ok(Some(c)) = self.store.get_conversation(Scope::AnyCompany, id).await
+            && c.company_id != own
+        {
+            tracing::warn!(actor = %p.user_id, company = %own, conversation = %id, "conversation of another company asked for");
+            let detail = format!("actor's company: {own}");
+            self.auditor.record(p, AuditAction::CrossTenant, Some(&c.company_id), On::conversation(id).detail(detail));
+        }
+    }
+
+    /// A page of the caller's company's audit trail, newest first: admins only.
+    pub async fn audit_records(&self, p: &Principal, mut filter: AuditFilter) -> ServiceResult<Vec<AuditRecord>> {
+        if !p.is_admin() {
+            return Err(ServiceError::Forbidden("Admin access required"));
+        }
+        filter.company_id = p.company_id.clone().ok_or(ServiceError::NoCompany)?;
+        Ok(self.store.list_audit_records(&filter).await?)
     }
 
     /// `presence:update` to the rooms where the user's status matters: the conversations they

@@ -2,7 +2,8 @@
 //! (`threads[]`, with its own message count); its messages carry its `thread_id`.
 
 use super::events::{self, raw, ThreadCreated};
-use super::{ChatService, ServiceError, ServiceResult, CONVERSATION_NOT_FOUND};
+use super::{ChatService, On, ServiceError, ServiceResult, CONVERSATION_NOT_FOUND};
+use crate::domain::audit::AuditAction;
 use crate::auth::Principal;
 use crate::domain::time::now;
 use crate::domain::{clean_title, parse_thread_id, Message, Thread, ThreadScope, DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT};
@@ -16,7 +17,7 @@ impl ChatService {
             .add_thread(self.scope(p)?, &c.id, &thread)
             .await?
             .ok_or(ServiceError::NotFound(CONVERSATION_NOT_FOUND))?;
-        tracing::info!(target: "audit", action = "thread.create", actor = %p.user_id, conversation = %c.id, thread = %thread.id);
+        self.auditor.record(p, AuditAction::ThreadCreate, Some(&c.company_id), On::conversation(&c.id).subject(&thread.id));
         self.emit(&c.id, events::THREAD_CREATED, &raw(&ThreadCreated { conversation_id: &c.id, thread: &thread })).await;
         Ok(thread)
     }

@@ -20,6 +20,8 @@ use serde_json::{Map, Value};
 use super::{ArchiveBatch, MessageChange, Page, Scope, SearchMethod, Store, StoreResult};
 use crate::cluster::Cluster;
 use crate::metrics::{CacheEntry, Metrics};
+use crate::domain::attachment::StoredAttachment;
+use crate::domain::audit::{AuditFilter, AuditRecord};
 use crate::domain::time::Timestamp;
 use crate::domain::{
     Attachment, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, MessageType, Role,
@@ -282,6 +284,36 @@ impl Store for CachedStore {
 
     async fn search_messages(&self, search: &MessageSearch) -> StoreResult<Vec<SearchHit>> {
         self.inner.search_messages(search).await
+    }
+
+    // Attachment records and the audit trail are not cached: each is read rarely, and by one caller.
+
+    async fn insert_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
+        self.inner.insert_attachment(attachment).await
+    }
+
+    async fn get_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>> {
+        self.inner.get_attachment(id).await
+    }
+
+    async fn delete_attachment(&self, id: &str) -> StoreResult<bool> {
+        self.inner.delete_attachment(id).await
+    }
+
+    async fn delete_conversation_attachments(&self, conversation_id: &str) -> StoreResult<u64> {
+        self.inner.delete_conversation_attachments(conversation_id).await
+    }
+
+    async fn insert_audit_records(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        self.inner.insert_audit_records(records).await
+    }
+
+    async fn list_audit_records(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        self.inner.list_audit_records(filter).await
+    }
+
+    async fn delete_audit_records_before(&self, cutoff: Timestamp, limit: u32) -> StoreResult<u64> {
+        self.inner.delete_audit_records_before(cutoff, limit).await
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{ArchiveBatch, MessageChange, Page, Scope, SearchMethod, Store, StoreResult};
+use crate::domain::attachment::StoredAttachment;
+use crate::domain::audit::{AuditFilter, AuditRecord};
 use crate::domain::time::Timestamp;
 use crate::domain::{
     Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, SearchHit, Thread, ThreadScope,
@@ -167,5 +169,33 @@ impl Store for MeteredStore {
 
     async fn search_messages(&self, search: &MessageSearch) -> StoreResult<Vec<SearchHit>> {
         timed!(self, SearchMessages, self.inner.search_messages(search))
+    }
+
+    async fn insert_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
+        timed!(self, InsertAttachment, self.inner.insert_attachment(attachment))
+    }
+
+    async fn get_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>> {
+        timed!(self, GetAttachment, self.inner.get_attachment(id))
+    }
+
+    async fn delete_attachment(&self, id: &str) -> StoreResult<bool> {
+        timed!(self, DeleteAttachment, self.inner.delete_attachment(id))
+    }
+
+    async fn delete_conversation_attachments(&self, conversation_id: &str) -> StoreResult<u64> {
+        timed!(self, DeleteConversationAttachments, self.inner.delete_conversation_attachments(conversation_id))
+    }
+
+    async fn insert_audit_records(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        timed!(self, InsertAuditRecords, self.inner.insert_audit_records(records))
+    }
+
+    async fn list_audit_records(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        timed!(self, ListAuditRecords, self.inner.list_audit_records(filter))
+    }
+
+    async fn delete_audit_records_before(&self, cutoff: Timestamp, limit: u32) -> StoreResult<u64> {
+        timed!(self, DeleteAuditRecordsBefore, self.inner.delete_audit_records_before(cutoff, limit))
     }
 }

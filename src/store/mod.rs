@@ -15,6 +15,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+use crate::domain::attachment::StoredAttachment;
+use crate::domain::audit::{AuditFilter, AuditRecord};
 use crate::domain::time::Timestamp;
 use crate::domain::{
     Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, SearchHit, ThreadScope, Thread,
@@ -183,4 +185,24 @@ pub trait Store: Send + Sync + 'static {
     /// Messages matching the search, best first (a higher score, then a higher id), at most
     /// `limit`, never a deleted one, all within the search's company.
     async fn search_messages(&self, search: &MessageSearch) -> StoreResult<Vec<SearchHit>>;
+
+    // Uploaded files' records (the bytes are in `crate::files`), in their own table or
+    // collection `attachments`.
+
+    async fn insert_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()>;
+    /// Any company's: the caller checks that the principal may read its conversation.
+    async fn get_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>>;
+    /// False when there was no such record.
+    async fn delete_attachment(&self, id: &str) -> StoreResult<bool>;
+    /// Removes the records of a conversation's files; returns how many there were.
+    async fn delete_conversation_attachments(&self, conversation_id: &str) -> StoreResult<u64>;
+
+    // The audit trail (`audit_log`): appended in batches, read per company, pruned by age.
+
+    /// Appends records, in one write.
+    async fn insert_audit_records(&self, records: &[AuditRecord]) -> StoreResult<()>;
+    /// Newest first (`at`, then id), at most `filter.limit`.
+    async fn list_audit_records(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
+    /// Deletes up to `limit` records older than `cutoff`; returns how many.
+    async fn delete_audit_records_before(&self, cutoff: Timestamp, limit: u32) -> StoreResult<u64>;
 }

@@ -13,6 +13,7 @@
 //! escaped regular expressions otherwise; `search_method` says which.
 
 mod convert;
+mod records;
 mod search;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,8 @@ use mongodb::options::{ClientOptions, FindOptions, IndexOptions, ReturnDocument}
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::{ArchiveBatch, MessageChange, Page, Scope, SearchMethod, Store, StoreError, StoreResult};
+use crate::domain::attachment::StoredAttachment;
+use crate::domain::audit::{AuditFilter, AuditRecord};
 use crate::domain::time::Timestamp;
 use crate::domain::{
     Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, SearchHit, SearchQuery, Thread, ThreadScope,
@@ -46,6 +49,8 @@ pub struct MongoStore {
     /// Start-up found that the text index and `$text` work; until then, and when they do not,
     /// search uses the regex fallback.
     text_search: AtomicBool,
+    /// Attachment records and the audit trail.
+    records: records::Records,
 }
 
 /// Connection settings, from configuration.
@@ -78,6 +83,7 @@ impl MongoStore {
         Ok(MongoStore {
             conversations: db.collection("conversations"),
             messages: db.collection("messages"),
+            records: records::Records::new(&db),
             db,
             text_search: AtomicBool::new(false),
         })
@@ -104,6 +110,7 @@ impl MongoStore {
             ])
             .await
             .map_err(map_err)?;
+        self.records.ensure_indexes().await?;
         self.detect_text_search().await;
         Ok(())
     }
@@ -783,5 +790,33 @@ impl Store for MongoStore {
         let docs: Vec<Document> =
             self.messages.aggregate(pipeline).await.map_err(map_err)?.try_collect().await.map_err(map_err)?;
         docs.into_iter().map(search::hit_from_text_result).collect()
+    }
+
+    async fn insert_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
+        self.records.insert_attachment(attachment).await
+    }
+
+    async fn get_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>> {
+        self.records.get_attachment(id).await
+    }
+
+    async fn delete_attachment(&self, id: &str) -> StoreResult<bool> {
+        self.records.delete_attachment(id).await
+    }
+
+    async fn delete_conversation_attachments(&self, conversation_id: &str) -> StoreResult<u64> {
+        self.records.delete_conversation_attachments(conversation_id).await
+    }
+
+    async fn insert_audit_records(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        self.records.insert_audit_records(records).await
+    }
+
+    async fn list_audit_records(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        self.records.list_audit_records(filter).await
+    }
+
+    async fn delete_audit_records_before(&self, cutoff: Timestamp, limit: u32) -> StoreResult<u64> {
+        self.records.delete_audit_records_before(cutoff, limit).await
     }
 }

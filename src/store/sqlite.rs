@@ -13,6 +13,8 @@
 //! as the message (insert, content edit, soft delete, conversation delete), so the index and
 //! the messages commit together.
 
+mod records;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +24,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{ArchiveBatch, MessageChange, Page, Scope, SearchMethod, Store, StoreError, StoreResult};
+use crate::domain::attachment::StoredAttachment;
+use crate::domain::audit::{AuditFilter, AuditRecord};
 use crate::domain::time::{from_millis, Timestamp};
 use crate::domain::{
     searchable_text, toggle_reaction, Channel, Conversation, ConversationChanges, ConversationFilter, Message,
@@ -109,6 +113,7 @@ impl SqliteStore {
             )
             .map_err(unavailable)?;
         migrate(&writer_conn)?;
+        records::create_tables(&writer_conn)?;
 
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -248,15 +253,15 @@ fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult
     result
 }
 
-fn unavailable(e: rusqlite::Error) -> StoreError {
+pub(super) fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn other(e: rusqlite::Error) -> StoreError {
+pub(super) fn other(e: rusqlite::Error) -> StoreError {
     StoreError::Other(e.to_string())
 }
 
-fn corrupt(what: &str) -> rusqlite::Error {
+pub(super) fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
 }
 
@@ -924,6 +929,40 @@ impl Store for SqliteStore {
                 .map_err(|e| StoreError::Corrupt(e.to_string()))
         })
         .await
+    }
+
+    async fn insert_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
+        let a = attachment.clone();
+        self.write(move |conn| records::insert_attachment(conn, &a)).await
+    }
+
+    async fn get_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>> {
+        let id = id.to_string();
+        self.read(move |conn| records::get_attachment(conn, &id)).await
+    }
+
+    async fn delete_attachment(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.write(move |conn| records::delete_attachment(conn, &id)).await
+    }
+
+    async fn delete_conversation_attachments(&self, conversation_id: &str) -> StoreResult<u64> {
+        let id = conversation_id.to_string();
+        self.write(move |conn| records::delete_conversation_attachments(conn, &id)).await
+    }
+
+    async fn insert_audit_records(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        let batch = records.to_vec();
+        self.write(move |conn| records::insert_audit_records(conn, &batch)).await
+    }
+
+    async fn list_audit_records(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        let filter = filter.clone();
+        self.read(move |conn| records::list_audit_records(conn, &filter)).await
+    }
+
+    async fn delete_audit_records_before(&self, cutoff: Timestamp, limit: u32) -> StoreResult<u64> {
+        self.write(move |conn| records::delete_audit_records_before(conn, cutoff, limit)).await
     }
 }
 

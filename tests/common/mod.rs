@@ -355,3 +355,97 @@ pub fn no_company(id: &str) -> String {
 pub fn widget(conversation: &str, company: &str) -> String {
     sign(json!({ "typ": "widget", "conversation_id": conversation, "company_id": company, "exp": now() + 3600 }))
 }
+
+/// Where a test's app keeps uploaded files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileStorage {
+    /// The default: a directory under `DATA_DIR`.
+    Local,
+    /// A fresh bucket on the S3-compatible test server (`CHAT_TEST_S3_ENDPOINT`, started by
+    /// scripts/test-services.sh).
+    S3,
+}
+
+/// The environment that gives an app `storage`; for S3 a new bucket is created first. Returns
+/// the variables and, for S3, the bucket's URL.
+pub fn file_storage_env(storage: FileStorage) -> (Vec<(String, String)>, Option<String>) {
+    if storage == FileStorage::Local {
+        return (Vec::new(), None);
+    }
+    let endpoint = std::env::var("CHAT_TEST_S3_ENDPOINT").expect("S3 tests need CHAT_TEST_S3_ENDPOINT (scripts/test-services.sh start)");
+    let bucket = format!("chat-test-{}", uuid_like());
+    let (status, _) = s3_request(&endpoint, "PUT", &format!("/{bucket}"));
+    assert_eq!(status, 200, "create bucket {bucket} on {endpoint}");
+    let env = [
+        ("S3_BUCKET", bucket.as_str()),
+        ("S3_ENDPOINT", endpoint.as_str()),
+        ("S3_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test-access-key"),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    (env, Some(format!("{endpoint}/{bucket}")))
+}
+
+/// The keys in an S3 test bucket (`bucket_url` as `file_storage_env` gave it). The test server
+/// accepts unsigned requests.
+pub fn s3_keys(bucket_url: &str) -> Vec<String> {
+    let (endpoint, bucket) = bucket_url.rsplit_once('/').expect("bucket url");
+    let (status, body) = s3_request(endpoint, "GET", &format!("/{bucket}?list-type=2"));
+    assert_eq!(status, 200, "{body}");
+    body.split("<Key>").skip(1).filter_map(|rest| rest.split_once("</Key>").map(|(k, _)| k.to_string())).collect()
+}
+
+/// One plain HTTP/1.1 request to the S3 test server; answers the status and body.
+fn s3_request(endpoint: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect to the S3 test server");
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the S3 answer");
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}-{}-{}", std::process::id(), nanos % 1_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A `multipart/form-data` body with one file part: the `Content-Type` header and the body.
+pub fn multipart_file(field: &str, file_name: &str, content_type: Option<&str>, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "chat-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\n").into_bytes();
+    if let Some(t) = content_type {
+        body.extend_from_slice(format!("Content-Type: {t}\r\n").as_bytes());
+    }
+    body.extend_from_slice(b"\r\n");
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl TestApp {
+    /// Uploads `bytes` as `file_name` into a conversation; answers the status and body.
+    pub async fn upload(&self, token: &str, conversation: &str, file_name: &str, content_type: Option<&str>, bytes: &[u8]) -> (u16, Value) {
+        let (header, body) = multipart_file("file", file_name, content_type, bytes);
+        let req = self
+            .http
+            .post(self.url(&format!("/api/conversations/{conversation}/attachments")))
+            .bearer_auth(token)
+            .header("content-type", header)
+            .body(body);
+        send(req).await
+    }
+}
+
+/// An admin of `company` (README "Admins").
+pub fn admin(id: &str, company: &str) -> String {
+    sign(json!({ "sub": id, "company_id": company, "app_metadata": { "role": "admin" }, "exp": now() + 3600 }))
+}

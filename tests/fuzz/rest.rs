@@ -85,6 +85,15 @@ pub const ROUTES: &[Route] = &[
         internal: false,
     },
     Route { path: "/conversations/{id}/presence", methods: &["GET"], query_keys: &[], body_keys: &[], internal: false },
+    Route { path: "/conversations/{id}/attachments", methods: &["POST"], query_keys: &[], body_keys: &["file"], internal: false },
+    Route { path: "/attachments/{id}", methods: &["GET", "DELETE"], query_keys: &[], body_keys: &[], internal: false },
+    Route {
+        path: "/audit",
+        methods: &["GET"],
+        query_keys: &["conversationId", "actor", "action", "from", "to", "cursor", "limit"],
+        body_keys: &[],
+        internal: false,
+    },
     Route {
         path: "/internal/messages/emit",
         methods: &["POST"],
