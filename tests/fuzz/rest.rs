@@ -88,6 +88,13 @@ pub const ROUTES: &[Route] = &[
     Route { path: "/conversations/{id}/attachments", methods: &["POST"], query_keys: &[], body_keys: &["file"], internal: false },
     Route { path: "/attachments/{id}", methods: &["GET", "DELETE"], query_keys: &[], body_keys: &[], internal: false },
     Route {
+        path: "/search/messages",
+        methods: &["GET"],
+        query_keys: &["q", "conversationId", "threadId", "from", "to", "limit", "cursor"],
+        body_keys: &[],
+        internal: false,
+    },
+    Route {
         path: "/audit",
         methods: &["GET"],
         query_keys: &["conversationId", "actor", "action", "from", "to", "cursor", "limit"],
