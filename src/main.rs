@@ -11,6 +11,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// Less resident memory per connection and faster small allocations than the system
+/// allocator on the send path (README "Performance").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     match std::env::args().nth(1).as_deref() {
@@ -30,6 +36,11 @@ async fn main() {
     };
     let recent_errors = Arc::new(RecentErrors::default());
     init_tracing(config.log_json, &recent_errors);
+    match chat_service::connections::raise_open_file_limit() {
+        // A few dozen descriptors go to the store, logs and outgoing clients.
+        Some(limit) => tracing::info!(open_files = limit, "open-file limit: about {} connections", limit.saturating_sub(64)),
+        None => tracing::warn!("cannot read the open-file limit"),
+    }
 
     let app = match app::build(&config, recent_errors).await {
         Ok(app) => app,
