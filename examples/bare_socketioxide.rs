@@ -45,11 +45,6 @@ struct MessageNew<'a> {
     message: &'a RawValue,
 }
 
-/// The service's allocator, so the comparison is of the send path alone.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn object_id() -> String {
