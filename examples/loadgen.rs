@@ -306,6 +306,25 @@ async fn read_until(tx: &mut WsTx, rx: &mut WsRx, what: &str, done: impl Fn(&str
     Err(format!("{what}: closed"))
 }
 
+/// Waits for `gate` while answering the server's pings, as an idle client does.
+async fn idle_until(gate: &Gate, tx: &mut WsTx, rx: &mut WsRx) -> Result<(), String> {
+    let opened = gate.wait();
+    tokio::pin!(opened);
+    loop {
+        tokio::select! {
+            _ = &mut opened => return Ok(()),
+            frame = rx.next() => match frame {
+                Some(Ok(WsMessage::Text(t))) if t.as_str() == "2" => {
+                    tx.send(WsMessage::text("3")).await.map_err(|e| e.to_string())?;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("idle: {e}")),
+                None => return Err("idle: closed".into()),
+            }
+        }
+    }
+}
+
 /// Engine.IO open, Socket.IO CONNECT with the token.
 async fn connect_client(run: &Run, i: usize) -> Result<(WsTx, WsRx), String> {
     let ws = open_ws(run, i).await?;
@@ -317,7 +336,7 @@ async fn connect_client(run: &Run, i: usize) -> Result<(WsTx, WsRx), String> {
     Ok((tx, rx))
 }
 
-/// Joins the room, asking again if no answer comes within a second: socketioxide runs a
+/// Joins the room, asking again if no answer comes within 3 s: socketioxide runs a
 /// namespace's connect handler in a task of its own after it has answered the CONNECT, so an
 /// event sent right after the answer can arrive before the handler has registered its events
 /// (and is dropped). A real client would be stuck the same way; the generator retries and
@@ -329,7 +348,7 @@ async fn join(run: &Run, tx: &mut WsTx, rx: &mut WsRx, conversation_id: &str) ->
         }
         tx.send(WsMessage::text(format!("42{}", json!(["conversation:join", conversation_id])))).await.map_err(|e| e.to_string())?;
         let joined = read_until(tx, rx, "join", |t| t.starts_with("42[\"conversation:joined\""));
-        match tokio::time::timeout(Duration::from_secs(1), joined).await {
+        match tokio::time::timeout(Duration::from_secs(3), joined).await {
             Ok(result) => return result,
             Err(_) => continue,
         }
@@ -375,18 +394,33 @@ async fn client(run: Arc<Run>, i: usize, conversation_id: Arc<str>, connecting: 
     };
     run.counters.connected.fetch_add(1, Ordering::Relaxed);
     drop(permit);
-    if args.mode == Mode::Memory {
-        // Idle first; everyone joins once the idle figure is taken.
-        run.join_gate.wait().await;
-    }
-    if let Err(e) = join(&run, &mut tx, &mut rx, &conversation_id).await {
+    let permit = if args.mode == Mode::Memory {
+        // Idle first; everyone joins once the idle figure is taken, as many at a time as connect.
+        if let Err(e) = idle_until(&run.join_gate, &mut tx, &mut rx).await {
+            if run.counters.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!("client {i}: {e}");
+            }
+            return;
+        }
+        Some(connecting.acquire().await.expect("semaphore"))
+    } else {
+        None
+    };
+    let joined = join(&run, &mut tx, &mut rx, &conversation_id).await;
+    drop(permit);
+    if let Err(e) = joined {
         if run.counters.errors.fetch_add(1, Ordering::Relaxed) < 3 {
             eprintln!("client {i}: {e}");
         }
         return;
     }
     run.counters.joined.fetch_add(1, Ordering::Relaxed);
-    run.send_gate.wait().await;
+    if let Err(e) = idle_until(&run.send_gate, &mut tx, &mut rx).await {
+        if run.counters.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+            eprintln!("client {i}: {e}");
+        }
+        return;
+    }
     let members = room_members(args, room) as u64;
 
     let closed_loop = args.mode == Mode::Closed;
