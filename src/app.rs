@@ -33,6 +33,7 @@ use crate::realtime::{self, QueueLimits, Realtime, Recovery, SocketBroadcaster, 
 use crate::service::{Auditor, ChatService};
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::cached::CachedStore;
+use crate::store::local::LocalConversationCache;
 use crate::store::metered::MeteredStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -118,6 +119,11 @@ pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<
     }
     if let Some(cluster) = cluster.as_ref().filter(|_| !config.cache_ttl.is_zero()) {
         store = Arc::new(CachedStore::new(store, cluster.clone(), config.cache_ttl, metrics.clone()));
+    }
+    // A node alone keeps conversations in memory for the access check on every send; nodes
+    // that share Redis share its cache (and its invalidation across nodes) instead.
+    if cluster.is_none() && !config.conversation_cache_ttl.is_zero() {
+        store = Arc::new(LocalConversationCache::new(store, config.conversation_cache_ttl));
     }
 
     let (secret, generated) = match &config.jwt_secret {

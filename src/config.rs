@@ -25,6 +25,8 @@ pub struct Config {
     /// Lifetime of a read-cache entry; zero turns the cache off. Bounds how late a write made
     /// directly in the database by another service shows up.
     pub cache_ttl: Duration,
+    /// How long a node without Redis keeps a conversation in memory (`store::local`); zero: not at all.
+    pub conversation_cache_ttl: Duration,
     /// `None`: no secret configured; start-up generates a random one and says so loudly.
     pub jwt_secret: Option<String>,
     /// Allowed origins; `["*"]` allows any.
@@ -126,6 +128,7 @@ impl Config {
             redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "chat".into()),
             presence_ttl: Duration::from_millis(parse_range(&var, "PRESENCE_TTL_MS", "30000", 300, 3_600_000)?),
             cache_ttl: Duration::from_millis(parse_range(&var, "CACHE_TTL_MS", "5000", 0, 86_400_000)?),
+            conversation_cache_ttl: Duration::from_millis(parse_range(&var, "CONVERSATION_CACHE_TTL_MS", "1000", 0, 86_400_000)?),
             jwt_secret: var("JWT_SECRET"),
             cors_origins: var("SOCKET_CORS_ORIGINS")
                 .or_else(|| var("ALLOWED_ORIGINS"))
@@ -373,5 +376,7 @@ mod tests {
         assert_eq!(cfg(&[("REDIS_PREFIX", "a b")]).unwrap_err().name, "REDIS_PREFIX");
         assert_eq!(cfg(&[("PRESENCE_TTL_MS", "10")]).unwrap_err().name, "PRESENCE_TTL_MS");
         assert_eq!(cfg(&[("CACHE_TTL_MS", "0")]).unwrap().cache_ttl, Duration::ZERO);
+        assert_eq!(cfg(&[]).unwrap().conversation_cache_ttl, Duration::from_secs(1));
+        assert_eq!(cfg(&[("CONVERSATION_CACHE_TTL_MS", "0")]).unwrap().conversation_cache_ttl, Duration::ZERO);
     }
 }

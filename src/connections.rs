@@ -118,9 +118,41 @@ fn canonical(address: IpAddr) -> IpAddr {
     }
 }
 
+/// Raises this process's open-file soft limit to its hard limit, and returns the limit now in
+/// force (`None` if it cannot be read).
+///
+/// Every connection holds one descriptor, and the soft limit is often 1024 while the hard limit
+/// allows far more; past the soft limit `accept` fails and new clients (and `/health`) are
+/// refused. Raising the soft limit needs no privilege; the hard limit is the operator's to set.
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of each call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_file_limit_is_raised_to_the_hard_limit() {
+        let limit = raise_open_file_limit().expect("readable limit");
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `now` is a valid, writable rlimit for the duration of the call.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!((now.rlim_cur, limit), (now.rlim_max, now.rlim_max));
+    }
 
     #[test]
     fn refuses_past_the_cap_and_frees_slots_on_drop() {

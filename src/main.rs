@@ -30,6 +30,11 @@ async fn main() {
     };
     let recent_errors = Arc::new(RecentErrors::default());
     init_tracing(config.log_json, &recent_errors);
+    match chat_service::connections::raise_open_file_limit() {
+        // A few dozen descriptors go to the store, logs and outgoing clients.
+        Some(limit) => tracing::info!(open_files = limit, "open-file limit: about {} connections", limit.saturating_sub(64)),
+        None => tracing::warn!("cannot read the open-file limit"),
+    }
 
     let app = match app::build(&config, recent_errors).await {
         Ok(app) => app,

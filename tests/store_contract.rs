@@ -1,6 +1,8 @@
 //! The `Store` contract, written once and run against every backend: the embedded SQLite
 //! store and MongoDB (the server named by `CHAT_TEST_MONGODB_URI`, which
-//! `scripts/test-services.sh start` provides). Each test gets a fresh database.
+//! `scripts/test-services.sh start` provides). Each test gets a fresh database. Each also runs
+//! through the in-memory conversation cache (`store::local`) in front of either backend, with
+//! entries that outlive the test: any read served stale after a write fails the contract.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use chat_service::domain::{
     new_object_id, Channel, Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, MessageType,
     Role, SearchHit, SearchPosition, SearchQuery, SenderType, Status, Thread, ThreadScope,
 };
+use chat_service::store::local::LocalConversationCache;
 use chat_service::store::mongo::{MongoSettings, MongoStore};
 use chat_service::store::sqlite::SqliteStore;
 use chat_service::store::{MessageChange, Scope, SearchMethod, Store};
@@ -23,6 +26,12 @@ struct Backend {
 async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     Backend { store: Arc::new(SqliteStore::open(dir.path()).unwrap()), _dir: Some(dir) }
+}
+
+/// The backend behind a conversation cache whose entries never expire during a test.
+fn locally_cached(backend: Backend) -> Backend {
+    let store = Arc::new(LocalConversationCache::new(backend.store, std::time::Duration::from_secs(3600)));
+    Backend { store, _dir: backend._dir }
 }
 
 async fn mongo() -> Backend {
@@ -50,6 +59,14 @@ macro_rules! contract {
         mod on_mongodb {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() { super::$name(super::mongo().await.store).await })+
+        }
+        mod on_sqlite_locally_cached {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::locally_cached(super::sqlite().await).store).await })+
+        }
+        mod on_mongodb_locally_cached {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::locally_cached(super::mongo().await).store).await })+
         }
     };
 }

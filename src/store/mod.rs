@@ -1,6 +1,7 @@
 //! Persistence. `Store` is the one interface the service layer talks to; `sqlite` (the
 //! embedded default) and `mongo` (production, shared with sibling services) implement it;
-//! `cached` puts a Redis read cache in front of either, `metered` times what reaches them.
+//! `cached` puts a Redis read cache in front of either, `local` keeps conversations in a
+//! lone node's memory, `metered` times what reaches them.
 //!
 //! The trait is shaped for both: ids are 24-hex strings, every conversation read is scoped by
 //! company (or explicitly unscoped for the internal API), and the operations that race between
@@ -8,6 +9,7 @@
 //! each backend can make them atomic.
 
 pub mod cached;
+pub mod local;
 pub mod metered;
 pub mod mongo;
 pub mod sqlite;
