@@ -226,6 +226,8 @@ struct Counters {
     /// Deliveries received while the window is open (whatever they were sent).
     received_in_window: AtomicU64,
     acked: AtomicU64,
+    /// Sends the server answered `ok: false` (busy, rate-limited): not stored, owed to nobody.
+    refused: AtomicU64,
     join_retries: AtomicU64,
 }
 
@@ -439,6 +441,9 @@ async fn client(run: Arc<Run>, i: usize, conversation_id: Arc<str>, connecting: 
     };
     let mut next_ack: u64 = 1;
     let mut pending: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    // Open loop: the scheduled time of each send awaiting its ack, so a refused send in the
+    // window is taken off what the room is owed.
+    let mut open_stamps: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     if sender && closed_loop {
         for _ in 0..args.in_flight {
             let stamp = run.micros();
@@ -473,6 +478,16 @@ async fn client(run: Arc<Run>, i: usize, conversation_id: Arc<str>, connecting: 
                     }
                 } else if let Some(rest) = t.strip_prefix("43") {
                     run.counters.acked.fetch_add(1, Ordering::Relaxed);
+                    let id: u64 = rest.split('[').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let stamp = open_stamps.remove(&id);
+                    if rest.contains("\"ok\":false") {
+                        run.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        if let Some(stamp) = stamp
+                            && run.in_window(stamp)
+                        {
+                            run.counters.window_owed.fetch_sub(members, Ordering::Relaxed);
+                        }
+                    }
                     if closed_loop {
                         let id: u64 = rest.split('[').next().and_then(|s| s.parse().ok()).unwrap_or(0);
                         pending.remove(&id);
@@ -499,8 +514,10 @@ async fn client(run: Arc<Run>, i: usize, conversation_id: Arc<str>, connecting: 
                     run.counters.window_sent.fetch_add(1, Ordering::Relaxed);
                     run.counters.window_owed.fetch_add(members, Ordering::Relaxed);
                 }
-                // Acknowledged like a real client's send, though nothing waits for the ack.
-                let _ = tx.send(send_frame(&conversation_id, Some(next_ack), stamp)).await;
+                // Acknowledged like a real client's send; the ack only tells a refusal.
+                if tx.send(send_frame(&conversation_id, Some(next_ack), stamp)).await.is_ok() {
+                    open_stamps.insert(next_ack, stamp);
+                }
                 next_ack += 1;
             }
         }
@@ -662,10 +679,11 @@ async fn main() {
     println!("offered {offered} deliveries/s; delivered {rate:.0}/s (message:new received in {secs:.1}s)");
     println!("latency from send time: p50 {p50:.1} ms, p99 {p99:.1} ms, p99.9 {p999:.1} ms");
     println!(
-        "sent in window {}, deliveries owed {owed}, lost {lost} (after {:.1}s drain); acks {}; join retries {}; disconnects {}; errors {}",
+        "sent in window {}, deliveries owed {owed}, lost {lost} (after {:.1}s drain); acks {}, refused {}; join retries {}; disconnects {}; errors {}",
         c.window_sent.load(Ordering::Relaxed),
         drain_start.elapsed().as_secs_f64(),
         c.acked.load(Ordering::Relaxed),
+        c.refused.load(Ordering::Relaxed),
         c.join_retries.load(Ordering::Relaxed),
         c.disconnected.load(Ordering::Relaxed),
         c.errors.load(Ordering::Relaxed)
@@ -678,6 +696,7 @@ async fn main() {
         ("p50_ms", format!("{p50:.1}")),
         ("p99_ms", format!("{p99:.1}")),
         ("lost", lost.to_string()),
+        ("refused", c.refused.load(Ordering::Relaxed).to_string()),
         ("errors", c.errors.load(Ordering::Relaxed).to_string()),
     ];
     if let (Some((cpu0, ctx0)), Some((cpu1, ctx1))) = (before, after) {

@@ -203,6 +203,12 @@ async fn server_survives_random_and_mutated_input() {
     }
 
     print_report(&ctx, &Run { seed, scale, store, fuzzing_time, took, cpu, memory });
+    if !findings.failed_checks().is_empty() {
+        // What the server said about a 500 is in its error lines.
+        for line in app.log_lines().iter().filter(|l| l.contains("ERROR")).take(20) {
+            println!("server: {line}");
+        }
+    }
     assert!(fuzzer_panics.is_empty(), "the fuzz test itself failed: {fuzzer_panics:#?}");
     let failed = findings.failed_checks();
     assert!(

@@ -90,7 +90,9 @@ async fn a_socket_send_and_a_rest_request_move_the_documented_metrics() {
     assert_eq!(moved(r#"chat_rate_limit_refusals_total{limit="socket_message"}"#), 1.0);
     let store = store_kind();
     assert_eq!(moved(&format!(r#"chat_store_operation_duration_seconds_count{{operation="insert_message",store="{store}"}}"#)), 3.0);
-    assert!(moved(&format!(r#"chat_store_operation_duration_seconds_count{{operation="get_conversation",store="{store}"}}"#)) >= 3.0);
+    // A node without Redis answers repeated conversation lookups from memory
+    // (`CONVERSATION_CACHE_TTL_MS`): at least the first reaches the store.
+    assert!(moved(&format!(r#"chat_store_operation_duration_seconds_count{{operation="get_conversation",store="{store}"}}"#)) >= 1.0);
     assert!(moved(r#"chat_http_requests_total{status="2xx"}"#) >= 1.0);
     assert_eq!(after.value(r#"chat_connections{transport="websocket"}"#), 2.0);
     assert_eq!(after.value(r#"chat_connections{transport="polling"}"#), 0.0);
