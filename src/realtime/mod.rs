@@ -700,8 +700,10 @@ fn on_send<A: Adapter>(
         let (mut turn, checked) = match queued {
             Ok(queued) => queued,
             Err(refusal) => {
-                send_failed(&s, temp_id.as_deref(), &refusal, r);
-                return rt.metrics.send_answered(received, false);
+                // Counted before the answer leaves: a client that reads the metrics once it
+                // has every answer must find each one counted.
+                rt.metrics.send_answered(received, false);
+                return send_failed(&s, temp_id.as_deref(), &refusal, r);
             }
         };
         turn.wait().await;
@@ -763,12 +765,12 @@ async fn send<A: Adapter>(
         }
         other => other,
     });
-    let ok = result.is_ok();
+    // Counted before the answer leaves, as above.
+    rt.metrics.send_answered(received, result.is_ok());
     match result {
         Ok(message) => r.ok(&json!({ "ok": true, "message": message })),
         Err(e) => send_failed(&s, temp_id.as_deref(), &e, r),
     }
-    rt.metrics.send_answered(received, ok);
 }
 
 async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {
