@@ -132,28 +132,13 @@ async fn a_member_that_stops_reading_is_disconnected_never_left_with_a_gap() {
     let before = app.message(&token, &conversation, "before").await["id"].as_str().unwrap().to_string();
 
     // The stalled member speaks raw Engine.IO so that it can stop reading at the TCP level.
-    let url = format!("{}/socket.io/?EIO=4&transport=websocket", app.base_url.replacen("http", "ws", 1));
-    let (mut stalled, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
-    assert!(next_packet(&mut stalled).await.expect("open").starts_with('0'));
-    stalled.send(Ws::text(format!("40{}", json!({ "token": user("stalled", COMPANY) })))).await.unwrap();
-    assert!(next_packet(&mut stalled).await.expect("connected").starts_with("40"));
+    let (mut stalled, _) = raw_connect(&app.base_url, json!({ "token": user("stalled", COMPANY) })).await;
     stalled.send(Ws::text(format!("421{}", json!(["conversation:join", conversation])))).await.unwrap();
     while !next_packet(&mut stalled).await.expect("join answered").starts_with("431") {}
 
     // Not read from now on, while another member sends 3000 messages of 2 KB.
     let sender = SocketClient::connect(&app.base_url, &token).await.expect("connect");
-    let body = "m".repeat(2000);
-    let mut acked = Vec::new();
-    for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
-        let acks = join_all(chunk.iter().map(|i| {
-            sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": format!("{i:04} {body}") }))
-        }))
-        .await;
-        for ack in acks {
-            assert_eq!(ack.data["ok"], true, "{}", ack.data);
-            acked.push(ack.data["message"]["id"].as_str().unwrap().to_string());
-        }
-    }
+    let acked = send_burst(&sender, &conversation).await;
 
     // Reading again: whatever arrives is the acknowledged stream from its start, without a
     // hole, and it ends either complete or with the server closing the connection.
@@ -390,6 +375,23 @@ async fn a_join_with_an_unusable_last_message_is_refused_and_does_not_happen() {
     assert_eq!(watcher.count_received("user:joined", |d| d["userId"] == "member"), 0);
 }
 
+/// 3000 messages of 2 KB, 100 in flight at a time, each acknowledged `ok`: their ids in send order.
+async fn send_burst(sender: &SocketClient, conversation: &str) -> Vec<String> {
+    let body = "m".repeat(2000);
+    let mut acked = Vec::new();
+    for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
+        let acks = join_all(chunk.iter().map(|i| {
+            sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": format!("{i:04} {body}") }))
+        }))
+        .await;
+        for ack in acks {
+            assert_eq!(ack.data["ok"], true, "{}", ack.data);
+            acked.push(ack.data["message"]["id"].as_str().unwrap().to_string());
+        }
+    }
+    acked
+}
+
 /// A raw Engine.IO WebSocket past the Socket.IO handshake with `auth`, and the session id
 /// (`pid`) the server's CONNECT answer gave.
 async fn raw_connect(base_url: &str, auth: Value) -> (RawSocket, Option<String>) {
@@ -435,18 +437,7 @@ async fn a_stalled_member_disconnected_for_overflow_recovers_its_session_and_the
     assert_eq!(first.data["ok"], true);
 
     // Not read from now on, while another member sends 3000 messages of 2 KB.
-    let body = "m".repeat(2000);
-    let mut acked = Vec::new();
-    for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
-        let acks = join_all(chunk.iter().map(|i| {
-            sender.emit_ack("message:send", json!({ "conversationId": conversation, "content": format!("{i:04} {body}") }))
-        }))
-        .await;
-        for ack in acks {
-            assert_eq!(ack.data["ok"], true, "{}", ack.data);
-            acked.push(ack.data["message"]["id"].as_str().unwrap().to_string());
-        }
-    }
+    let acked = send_burst(&sender, &conversation).await;
 
     // Reading again: the acknowledged stream from its start, then a disconnect (the buffer
     // overflowed); each time the member comes back with its pid and last offset, the session
