@@ -28,7 +28,7 @@ use crate::domain::{
     Conversation, ConversationChanges, ConversationFilter, Message, MessageSearch, SearchHit, Thread, ThreadScope,
 };
 
-/// Past this many entries, expired ones are swept out when another is added.
+/// Past this many entries, expired ones are swept out when another is added (at most once per TTL).
 const SWEEP_ABOVE: usize = 50_000;
 
 pub struct LocalConversationCache {
@@ -37,11 +37,22 @@ pub struct LocalConversationCache {
     entries: DashMap<String, (Conversation, Instant)>,
     /// Bumped by every write that invalidates; see the module docs.
     writes: AtomicU64,
+    /// When expired entries were last swept out (ms since `created`): at most once per TTL, so
+    /// that many live entries do not turn every insert into a walk of the whole map.
+    last_sweep_ms: AtomicU64,
+    created: Instant,
 }
 
 impl LocalConversationCache {
     pub fn new(inner: Arc<dyn Store>, ttl: Duration) -> Self {
-        LocalConversationCache { inner, ttl, entries: DashMap::new(), writes: AtomicU64::new(0) }
+        LocalConversationCache {
+            inner,
+            ttl,
+            entries: DashMap::new(),
+            writes: AtomicU64::new(0),
+            last_sweep_ms: AtomicU64::new(0),
+            created: Instant::now(),
+        }
     }
 
     fn invalidate(&self, id: &str) {
@@ -57,7 +68,13 @@ impl LocalConversationCache {
 
     fn remember(&self, conversation: &Conversation, writes_before: u64) {
         if self.entries.len() > SWEEP_ABOVE {
-            self.entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            let now_ms = self.created.elapsed().as_millis() as u64;
+            let last = self.last_sweep_ms.load(Ordering::Relaxed);
+            let due = now_ms.saturating_sub(last) >= self.ttl.as_millis() as u64;
+            // One caller sweeps; the others go on.
+            if due && self.last_sweep_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                self.entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            }
         }
         // The check runs under the entry's lock, which `invalidate`'s removal also takes.
         let entry = self.entries.entry(conversation.id.clone());
