@@ -20,7 +20,8 @@
 //!   connection, then joins them into rooms, chats in open loop at `--rate` for `--duration`
 //!   and reports the peak.
 //! - `churn`: `--cycles` connect/authenticate/join/disconnect cycles, `--concurrency` at a time;
-//!   reports the server's RSS before and after.
+//!   reports the server's RSS before and `--settle` seconds after (default 15: the service gives
+//!   freed heap back every `HEAP_TRIM_INTERVAL_MS`, 10 s by default).
 //!
 //! Every line of results is also printed as one `RESULT key=value ...` line for scripts.
 //! Many connections: the generator raises its own open-file limit, and spreads its connections
@@ -65,6 +66,7 @@ struct Args {
     in_flight: usize,
     cycles: usize,
     concurrency: usize,
+    settle: u64,
     source_addresses: u8,
     server_pid: Option<u32>,
     drain: u64,
@@ -84,6 +86,7 @@ fn parse_args() -> Args {
         in_flight: 4,
         cycles: 10_000,
         concurrency: 50,
+        settle: 15,
         source_addresses: 0,
         server_pid: None,
         drain: 10,
@@ -114,6 +117,7 @@ fn parse_args() -> Args {
             "--in-flight" => a.in_flight = val().parse().expect("--in-flight"),
             "--cycles" => a.cycles = val().parse().expect("--cycles"),
             "--concurrency" => a.concurrency = val().parse().expect("--concurrency"),
+            "--settle" => a.settle = val().parse().expect("--settle"),
             "--source-addresses" => a.source_addresses = val().parse().expect("--source-addresses (1-250)"),
             "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid")),
             "--drain" => a.drain = val().parse().expect("--drain"),
@@ -766,8 +770,8 @@ async fn churn(run: Arc<Run>, conversation_id: Arc<str>) {
         let _ = w.await;
     }
     let cycle_secs = started.elapsed().as_secs_f64();
-    // Give the server a moment to finish closing the last sessions.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Time for the server to finish closing the last sessions and give back what they freed.
+    tokio::time::sleep(Duration::from_secs(run.args.settle)).await;
     let done = run.counters.connected.load(Ordering::Relaxed);
     let errors = run.counters.errors.load(Ordering::Relaxed);
     println!("{done} connect/join/disconnect cycles in {cycle_secs:.1}s ({:.0}/s), {errors} errors", done as f64 / cycle_secs);

@@ -190,6 +190,7 @@ pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<
             assembled
         }
     };
+    crate::heap::spawn_trimmer(config.heap_trim_interval);
     if let Some(after) = config.archive_after {
         ArchiveJob { service: service.clone(), cluster: cluster.clone(), after, interval: config.archive_interval }.spawn();
     }

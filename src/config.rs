@@ -27,6 +27,8 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// How long a node without Redis keeps a conversation in memory (`store::local`); zero: not at all.
     pub conversation_cache_ttl: Duration,
+    /// How often freed heap is given back to the system after connections closed (`heap`); zero: never.
+    pub heap_trim_interval: Duration,
     /// `None`: no secret configured; start-up generates a random one and says so loudly.
     pub jwt_secret: Option<String>,
     /// Allowed origins; `["*"]` allows any.
@@ -129,6 +131,7 @@ impl Config {
             presence_ttl: Duration::from_millis(parse_range(&var, "PRESENCE_TTL_MS", "30000", 300, 3_600_000)?),
             cache_ttl: Duration::from_millis(parse_range(&var, "CACHE_TTL_MS", "5000", 0, 86_400_000)?),
             conversation_cache_ttl: Duration::from_millis(parse_range(&var, "CONVERSATION_CACHE_TTL_MS", "1000", 0, 86_400_000)?),
+            heap_trim_interval: Duration::from_millis(parse_range(&var, "HEAP_TRIM_INTERVAL_MS", "10000", 0, 86_400_000)?),
             jwt_secret: var("JWT_SECRET"),
             cors_origins: var("SOCKET_CORS_ORIGINS")
                 .or_else(|| var("ALLOWED_ORIGINS"))
@@ -378,5 +381,7 @@ mod tests {
         assert_eq!(cfg(&[("CACHE_TTL_MS", "0")]).unwrap().cache_ttl, Duration::ZERO);
         assert_eq!(cfg(&[]).unwrap().conversation_cache_ttl, Duration::from_secs(1));
         assert_eq!(cfg(&[("CONVERSATION_CACHE_TTL_MS", "0")]).unwrap().conversation_cache_ttl, Duration::ZERO);
+        assert_eq!(cfg(&[]).unwrap().heap_trim_interval, Duration::from_secs(10));
+        assert_eq!(cfg(&[("HEAP_TRIM_INTERVAL_MS", "0")]).unwrap().heap_trim_interval, Duration::ZERO);
     }
 }

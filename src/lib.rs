@@ -12,6 +12,7 @@ pub mod connections;
 pub mod domain;
 pub mod files;
 pub mod healthcheck;
+pub mod heap;
 pub mod http;
 pub mod metrics;
 pub mod periodic;

@@ -82,10 +82,10 @@ impl RateLimiter {
         if let Some(shared) = &self.shared {
             let redis_key = format!("{}{key}", shared.keys);
             let window_ms = self.window.as_millis() as u64;
-            let counted: Option<(u64, i64)> = shared
-                .cluster
-                .run(|mut c| async move { shared.script.key(redis_key).arg(window_ms).invoke_async(&mut c).await })
-                .await;
+            // Boxed: a Redis call's future is about 7 KB, and every limited event's task
+            // would carry it inline, Redis or not.
+            let counted: Option<(u64, i64)> =
+                Box::pin(shared.cluster.run(|mut c| async move { shared.script.key(redis_key).arg(window_ms).invoke_async(&mut c).await })).await;
             if let Some((count, ttl_ms)) = counted {
                 return self.decide(count, Duration::from_millis(ttl_ms.max(0) as u64));
             }

@@ -8,6 +8,10 @@
 //! kept current on every join and leave. With Redis both live there (`cluster::recovery`), so
 //! any node can replay, also for a node killed without a word; without Redis, or while it does
 //! not answer, they live in the process, bounded by the window and `LOCAL_LOG_CAP`.
+//!
+//! Every Redis call here is boxed: a Redis command's future is about 7 KB, and each socket's
+//! connect and disconnect tasks await these methods. Inline, it made every such task 7-8 KB
+//! with or without Redis; boxed, the task holds it only while the call is in flight.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -125,7 +129,7 @@ impl Recovery {
     pub async fn record(&self, conversation_id: &str, event: &'static str, payload: &RawValue) -> String {
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             let keep_since = unix_ms().saturating_sub(self.window.as_millis() as u64);
-            if let Some(offset) = redis.append(&self.node, conversation_id, event, payload.get(), keep_since).await {
+            if let Some(offset) = Box::pin(redis.append(&self.node, conversation_id, event, payload.get(), keep_since)).await {
                 return offset;
             }
         }
@@ -173,13 +177,13 @@ impl Recovery {
         let margin = (self.window / 2).min(Duration::from_secs(10));
         let safe_since = unix_ms().saturating_sub((self.window - margin).as_millis() as u64);
         if offset_ms < safe_since {
-            let oldest = redis.oldest().await?;
+            let oldest = Box::pin(redis.oldest()).await?;
             if !oldest.is_some_and(|o| stream_id_cmp(&o, offset).is_some_and(|c| c.is_le())) {
                 return None;
             }
         }
         let from = format!("{}-0", offset_ms.saturating_sub(CROSS_NODE_MARGIN.as_millis() as u64));
-        let (events, read_to) = redis.read_after(&from, |e| e.offset == offset || rooms.contains(&e.conversation_id)).await?;
+        let (events, read_to) = Box::pin(redis.read_after(&from, |e| e.offset == offset || rooms.contains(&e.conversation_id))).await?;
         // Unknown (e.g. an event of a room left since): every node's events in the margin.
         let origin = events.iter().find(|e| e.offset == offset).map(|e| e.node.clone());
         let events = events
@@ -203,7 +207,7 @@ impl Recovery {
         }
         let redis = self.redis.as_ref().filter(|r| r.is_up())?;
         stream_id_ms(read_to)?;
-        Some(redis.read_after(read_to, |e| rooms.contains(&e.conversation_id)).await?.0)
+        Some(Box::pin(redis.read_after(read_to, |e| rooms.contains(&e.conversation_id))).await?.0)
     }
 
     fn local_after(&self, log: &LocalLog, seq: u64, rooms: &HashSet<String>) -> Vec<LoggedEvent> {
@@ -248,7 +252,7 @@ impl Recovery {
     async fn save(&self, pid: &str, record: &SessionRecord, ttl: Option<Duration>) {
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up())
             && let Ok(json) = serde_json::to_string(record)
-            && redis.save_session(pid, &json, ttl.unwrap_or(self.window + LEASE)).await.is_some()
+            && Box::pin(redis.save_session(pid, &json, ttl.unwrap_or(self.window + LEASE))).await.is_some()
         {
             self.local_sessions().remove(pid);
             return;
@@ -262,7 +266,7 @@ impl Recovery {
         self.live.remove(pid);
         self.local_sessions().remove(pid);
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
-            redis.forget_session(pid).await;
+            Box::pin(redis.forget_session(pid)).await;
         }
     }
 
@@ -275,19 +279,26 @@ impl Recovery {
             }
         }
         let redis = self.redis.as_ref().filter(|r| r.is_up())?;
-        let json = redis.load_session(pid).await??;
+        let json = Box::pin(redis.load_session(pid)).await??;
         serde_json::from_str(&json).ok()
     }
 
     /// Extends the live sessions in Redis; drops expired local sessions and old log entries.
     async fn tend(&self) {
         let now = Instant::now();
-        self.local_sessions().retain(|_, s| s.expires.is_none_or(|e| e > now));
+        {
+            let mut sessions = self.local_sessions();
+            sessions.retain(|_, s| s.expires.is_none_or(|e| e > now));
+            // After a burst of disconnects the map would keep its largest size for good.
+            if sessions.capacity() > 4 * sessions.len().max(1024) {
+                sessions.shrink_to_fit();
+            }
+        }
         self.local_log().trim(now, self.window);
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             let pids: Vec<String> = self.live.iter().map(|e| e.key().clone()).collect();
             for chunk in pids.chunks(1000) {
-                redis.extend_sessions(chunk, self.window + LEASE).await;
+                Box::pin(redis.extend_sessions(chunk, self.window + LEASE)).await;
             }
         }
     }

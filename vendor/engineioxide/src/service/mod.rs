@@ -212,8 +212,7 @@ where
     let RequestInfo { protocol, sid, .. } = RequestInfo::parse(&req, &engine.config)?;
 
     let (parts, _) = req.into_parts();
-    let fut = crate::transport::ws::on_init(engine, conn, protocol, sid, parts);
-    tokio::spawn(fut);
+    tokio::spawn(crate::transport::ws::spawn_session(engine, conn, protocol, sid, parts));
 
     Ok(())
 }

@@ -70,27 +70,11 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
             .await
             .map(hyper_util::rt::TokioIo::new);
 
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
+        match conn {
+            Ok(conn) => spawn_session(engine, conn, protocol, sid, parts).await,
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
-                return;
-            }
-        };
-
-        match res {
-            Ok(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed")
-            }
-            Err(Error::MultipleWebsocketRequests) => {}
-            Err(_e) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed with error: {_e}");
-                if let Some(sid) = sid {
-                    engine.close_session(sid, DisconnectReason::TransportError);
-                }
             }
         }
     });
@@ -98,15 +82,42 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
     Ok(ws_response(&ws_key))
 }
 
+/// Opens the session of a websocket connection (handshake, or upgrade of a polling session),
+/// then leaves its reading to a task of its own and returns.
+///
+/// The reader runs for as long as the connection lives; spawned on its own, its task holds
+/// only what reading needs, not the request and the handshake's state as well (about 2 KB
+/// per connection less).
+pub(crate) async fn spawn_session<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match open_session(&engine, conn, protocol, sid, req_data).await {
+        Ok((socket, rx, own_heartbeat)) => {
+            tokio::spawn(read_until_closed(engine, socket, rx, own_heartbeat));
+        }
+        Err(Error::MultipleWebsocketRequests) => {}
+        Err(_e) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(?sid, "ws closed with error: {_e}");
+            if let Some(sid) = sid {
+                engine.close_session(sid, DisconnectReason::TransportError);
+            }
+        }
+    }
+}
+
 /// Handle a websocket connection upgrade
 ///
 /// Sends an open packet if it is not an upgrade from a polling request
 ///
 /// Read packets from the websocket and handle them, it will block until the connection is closed
-#[cfg_attr(
-    feature = "tracing",
-    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
-)]
+#[cfg(feature = "__test_harness")]
 pub async fn on_init<H: EngineIoHandler, S>(
     engine: Arc<EngineIo<H>>,
     conn: S,
@@ -114,6 +125,35 @@ pub async fn on_init<H: EngineIoHandler, S>(
     sid: Option<Sid>,
     req_data: Parts,
 ) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (socket, rx, own_heartbeat) = open_session(&engine, conn, protocol, sid, req_data).await?;
+    read_until_closed(engine, socket, rx, own_heartbeat).await;
+    Ok(())
+}
+
+/// The socket's session, the websocket's reading half, and whether the session's heartbeat
+/// belongs to the reader (see [`read_until_closed`]).
+type OpenedSession<H, S> = (
+    Arc<Socket<<H as EngineIoHandler>::Data>>,
+    SplitStream<WebSocketStream<S>>,
+    bool,
+);
+
+/// Sends the open packet (new session) or runs the upgrade handshake (polling session), and
+/// starts the writer task.
+#[cfg_attr(
+    feature = "tracing",
+    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
+)]
+async fn open_session<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<OpenedSession<H, S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -165,7 +205,19 @@ where
 
     // Pipe between websocket and internal socket channel.
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
+    Ok((socket, rx, own_heartbeat))
+}
 
+/// Reads the websocket until it closes, the session is closed, or (`own_heartbeat`) the
+/// client stops answering pings.
+async fn read_until_closed<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    socket: Arc<Socket<H::Data>>,
+    rx: SplitStream<WebSocketStream<S>>,
+    own_heartbeat: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // A session that starts on WebSocket runs its heartbeat in this (the reader's) task rather
     // than in a task of its own: one task less per connection. A session upgraded from polling
     // keeps the heartbeat task it started with.
@@ -209,7 +261,6 @@ where
             tracing::debug!(sid = %socket.id, "socket is closing");
         }
     }
-    Ok(())
 }
 
 /// Forwards all packets received from a websocket to a EngineIo [`Socket`]
@@ -290,39 +341,6 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         ..
     } = &mut *internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
-                };
-                if let Err(_e) = res {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
-                }
-            };
-        }
-
     // Forward buffered packets until the channel is closed or the session is cancelled.
     loop {
         tokio::select! {
@@ -331,11 +349,11 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                 match items {
                     Some(packets) => {
                         for item in *packets {
-                            map_fn!(item);
+                            feed_packet(&mut tx, item, &socket).await;
                         }
                         while let Ok(packets) = buffered_rx.try_recv() {
                             for item in *packets {
-                                map_fn!(item);
+                                feed_packet(&mut tx, item, &socket).await;
                             }
                         }
                     }
@@ -349,7 +367,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                     #[cfg(feature = "tracing")]
                     tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
                     for item in *packets {
-                        map_fn!(item);
+                        feed_packet(&mut tx, item, &socket).await;
                     }
                 }
             },
@@ -366,6 +384,45 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     tx.flush().await.ok();
     tx.close().await.ok();
 }
+/// Feeds one packet to the websocket, unflushed. A function of its own rather than inline in
+/// the writer's loop: each of the loop's await points would otherwise keep its own copy of
+/// these locals in the writer task, which lives as long as the connection.
+async fn feed_packet<D, S>(
+    tx: &mut SplitSink<WebSocketStream<S>, Message>,
+    item: Packet,
+    socket: &Socket<D>,
+) where
+    D: Default + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let res = match item {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if socket.protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                // This requires a new buffer. This is OK as it is only for the V3 protocol.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                tx.feed(Message::Binary(buff.into())).await
+            } else {
+                tx.feed(Message::Binary(bin)).await
+            }
+        }
+        // A Noop Packet maybe sent by the server to upgrade from a polling connection
+        // In the case that the packet was not poll in time it will remain in the buffer and therefore
+        // it should be discarded here
+        Packet::Noop => Ok(()),
+        _ => {
+            let packet: String = item.try_into().unwrap();
+            tx.feed(Message::Text(packet.into())).await
+        }
+    };
+    if let Err(_e) = res {
+        #[cfg(feature = "tracing")]
+        tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+    }
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
