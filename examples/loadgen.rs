@@ -20,8 +20,10 @@
 //!   connection, then joins them into rooms, chats in open loop at `--rate` for `--duration`
 //!   and reports the peak.
 //! - `churn`: `--cycles` connect/authenticate/join/disconnect cycles, `--concurrency` at a time;
-//!   reports the server's RSS before and `--settle` seconds after (default 15: the service gives
-//!   freed heap back every `HEAP_TRIM_INTERVAL_MS`, 10 s by default).
+//!   reports the server's RSS before (after `--warmup-cycles`, default 200) and `--settle`
+//!   seconds after (default 15: the service gives freed heap back every
+//!   `HEAP_TRIM_INTERVAL_MS`, 10 s by default); with `--late S`, once more S seconds later
+//!   (past the recovery window of the sessions the cycles left behind, if it is short enough).
 //!
 //! Every line of results is also printed as one `RESULT key=value ...` line for scripts.
 //! Many connections: the generator raises its own open-file limit, and spreads its connections
@@ -67,6 +69,8 @@ struct Args {
     cycles: usize,
     concurrency: usize,
     settle: u64,
+    warmup_cycles: usize,
+    late: u64,
     source_addresses: u8,
     server_pid: Option<u32>,
     drain: u64,
@@ -87,6 +91,8 @@ fn parse_args() -> Args {
         cycles: 10_000,
         concurrency: 50,
         settle: 15,
+        warmup_cycles: 200,
+        late: 0,
         source_addresses: 0,
         server_pid: None,
         drain: 10,
@@ -118,6 +124,8 @@ fn parse_args() -> Args {
             "--cycles" => a.cycles = val().parse().expect("--cycles"),
             "--concurrency" => a.concurrency = val().parse().expect("--concurrency"),
             "--settle" => a.settle = val().parse().expect("--settle"),
+            "--warmup-cycles" => a.warmup_cycles = val().parse().expect("--warmup-cycles"),
+            "--late" => a.late = val().parse().expect("--late"),
             "--source-addresses" => a.source_addresses = val().parse().expect("--source-addresses (1-250)"),
             "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid")),
             "--drain" => a.drain = val().parse().expect("--drain"),
@@ -730,18 +738,60 @@ async fn main() {
 }
 
 /// `--cycles` clients connect, authenticate, join and disconnect, `--concurrency` at a time.
+/// The RSS before is read after `--warmup-cycles` cycles (and `--settle`): a process that has
+/// not yet served a connection has not touched the code, thread stacks and allocator arenas
+/// that serving takes, which is not what churn is about. The cold figure is printed as well.
 async fn churn(run: Arc<Run>, conversation_id: Arc<str>) {
     let pid = run.args.server_pid;
+    let cold = pid.and_then(server_proc::rss_kib);
+    if run.args.warmup_cycles > 0 {
+        churn_cycles(&run, &conversation_id, 0..run.args.warmup_cycles).await;
+        tokio::time::sleep(Duration::from_secs(run.args.settle)).await;
+        run.counters.connected.store(0, Ordering::Relaxed);
+    }
     let before = pid.and_then(server_proc::rss_kib);
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
+    let first = run.args.warmup_cycles;
+    churn_cycles(&run, &conversation_id, first..first + run.args.cycles).await;
+    let cycle_secs = started.elapsed().as_secs_f64();
+    // Time for the server to finish closing the last sessions and give back what they freed.
+    tokio::time::sleep(Duration::from_secs(run.args.settle)).await;
+    let done = run.counters.connected.load(Ordering::Relaxed);
+    let errors = run.counters.errors.load(Ordering::Relaxed);
+    println!("{done} connect/join/disconnect cycles in {cycle_secs:.1}s ({:.0}/s), {errors} errors", done as f64 / cycle_secs);
+    let mut pairs = vec![("mode", "churn".to_string()), ("cycles", done.to_string()), ("errors", errors.to_string())];
+    if let (Some(pid), Some(before)) = (pid, before) {
+        let after = server_proc::rss_kib(pid).unwrap_or(0);
+        let change = (after as f64 - before as f64) / before as f64 * 100.0;
+        println!("server RSS {before} KiB before, {after} KiB after ({change:+.1} %); {} KiB before the warm-up", cold.unwrap_or(0));
+        pairs.push(("rss_before_mb", format!("{:.1}", before as f64 * 1.024 / 1000.0)));
+        pairs.push(("rss_after_mb", format!("{:.1}", after as f64 * 1.024 / 1000.0)));
+        pairs.push(("rss_change_pct", format!("{change:+.1}")));
+        if let Some(cold) = cold {
+            pairs.push(("rss_cold_mb", format!("{:.1}", cold as f64 * 1.024 / 1000.0)));
+        }
+        if run.args.late > 0 {
+            tokio::time::sleep(Duration::from_secs(run.args.late)).await;
+            let late = server_proc::rss_kib(pid).unwrap_or(0);
+            let change = (late as f64 - before as f64) / before as f64 * 100.0;
+            println!("server RSS {late} KiB another {} s later ({change:+.1} %)", run.args.late);
+            pairs.push(("rss_late_mb", format!("{:.1}", late as f64 * 1.024 / 1000.0)));
+            pairs.push(("rss_late_change_pct", format!("{change:+.1}")));
+        }
+    }
+    result_line(&pairs);
+}
+
+/// Runs the cycles numbered `ids` (each its own user), `--concurrency` at a time.
+async fn churn_cycles(run: &Arc<Run>, conversation_id: &Arc<str>, ids: std::ops::Range<usize>) {
+    let next = Arc::new(AtomicUsize::new(ids.start));
     let mut workers = Vec::new();
     for _ in 0..run.args.concurrency {
-        let (run, next, conversation_id) = (run.clone(), next.clone(), conversation_id.clone());
+        let (run, next, conversation_id, end) = (run.clone(), next.clone(), conversation_id.clone(), ids.end);
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= run.args.cycles {
+                if i >= end {
                     break;
                 }
                 let result = async {
@@ -769,21 +819,5 @@ async fn churn(run: Arc<Run>, conversation_id: Arc<str>) {
     for w in workers {
         let _ = w.await;
     }
-    let cycle_secs = started.elapsed().as_secs_f64();
-    // Time for the server to finish closing the last sessions and give back what they freed.
-    tokio::time::sleep(Duration::from_secs(run.args.settle)).await;
-    let done = run.counters.connected.load(Ordering::Relaxed);
-    let errors = run.counters.errors.load(Ordering::Relaxed);
-    println!("{done} connect/join/disconnect cycles in {cycle_secs:.1}s ({:.0}/s), {errors} errors", done as f64 / cycle_secs);
-    let mut pairs = vec![("mode", "churn".to_string()), ("cycles", done.to_string()), ("errors", errors.to_string())];
-    if let (Some(pid), Some(before)) = (pid, before) {
-        let after = server_proc::rss_kib(pid).unwrap_or(0);
-        let change = (after as f64 - before as f64) / before as f64 * 100.0;
-        println!("server RSS {before} KiB before, {after} KiB after ({change:+.1} %)");
-        pairs.push(("rss_before_mb", format!("{:.1}", before as f64 * 1.024 / 1000.0)));
-        pairs.push(("rss_after_mb", format!("{:.1}", after as f64 * 1.024 / 1000.0)));
-        pairs.push(("rss_change_pct", format!("{change:+.1}")));
-    }
-    result_line(&pairs);
 }
 

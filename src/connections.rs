@@ -57,7 +57,7 @@ impl ConnectionsPerAddress {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        crate::heap::note_closed();
+        crate::heap::note_freed();
         let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = open.get_mut(&self.address) {
             *count -= 1;

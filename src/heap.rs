@@ -3,19 +3,19 @@
 //! glibc's allocator keeps freed memory for reuse: after a burst of connections comes and goes,
 //! the process stays at its high-water mark although most of it is free (10,000
 //! connect/disconnect cycles left 66 MB resident where 27 MB were in use). Every
-//! `HEAP_TRIM_INTERVAL_MS`, if any TCP connection closed since the last round, `malloc_trim`
-//! returns the free pages of every arena. It runs on a blocking thread; it briefly holds each
+//! `HEAP_TRIM_INTERVAL_MS`, if a TCP connection closed (or a disconnected socket's recovery
+//! session expired) since the last round, `malloc_trim` returns the free pages of every arena. It runs on a blocking thread; it briefly holds each
 //! arena's lock, so it runs only after closes and at most once per interval.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Connections closed since the last trim.
-static CLOSED_SINCE_TRIM: AtomicU64 = AtomicU64::new(0);
+/// Connections closed and sessions dropped since the last trim.
+static FREED_SINCE_TRIM: AtomicU64 = AtomicU64::new(0);
 
-/// A TCP connection closed: its buffers and tasks are free memory now.
-pub fn note_closed() {
-    CLOSED_SINCE_TRIM.fetch_add(1, Ordering::Relaxed);
+/// A connection closed or a session was dropped: its memory is free now.
+pub fn note_freed() {
+    FREED_SINCE_TRIM.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Starts the rounds; `interval` zero: never.
@@ -29,7 +29,7 @@ pub fn spawn_trimmer(interval: Duration) {
         rounds.tick().await;
         loop {
             rounds.tick().await;
-            if CLOSED_SINCE_TRIM.swap(0, Ordering::Relaxed) > 0 {
+            if FREED_SINCE_TRIM.swap(0, Ordering::Relaxed) > 0 {
                 let _ = tokio::task::spawn_blocking(trim).await;
             }
         }

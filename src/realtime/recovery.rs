@@ -80,10 +80,21 @@ struct LocalLog {
     dropped_through: u64,
 }
 
+/// A session kept in the process, compact: one allocation (the record as JSON) beside its map
+/// slot. Thousands of them outlive their sockets for the window, each created as its
+/// connection's memory is freed, so each small allocation pins a page of that freed memory.
 struct LocalSession {
-    record: SessionRecord,
+    record: Box<str>,
     /// `None` while its socket is connected to this node.
     expires: Option<Instant>,
+}
+
+/// A session id as a map key: ids are UUIDs in hex (`Recovery::new_pid`), so 16 bytes inline
+/// instead of a 32-byte string of its own. Anything else cannot name a session.
+type PidKey = u128;
+
+fn pid_key(pid: &str) -> Option<PidKey> {
+    (pid.len() == 32 && pid.bytes().all(|b| b.is_ascii_hexdigit())).then(|| PidKey::from_str_radix(pid, 16).ok()).flatten()
 }
 
 pub struct Recovery {
@@ -92,9 +103,9 @@ pub struct Recovery {
     /// Prefix of this process's local offsets.
     node: String,
     log: Mutex<LocalLog>,
-    sessions: Mutex<HashMap<String, LocalSession>>,
+    sessions: Mutex<HashMap<PidKey, LocalSession>>,
     /// Session ids of the sockets connected to this node.
-    live: DashMap<String, ()>,
+    live: DashMap<PidKey, ()>,
     /// Taken from an event's append to its emit: sockets of this node receive the recorded
     /// events in offset order, so the last offset a client saw covers everything before it.
     order: tokio::sync::Mutex<()>,
@@ -233,38 +244,42 @@ impl Recovery {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn local_sessions(&self) -> MutexGuard<'_, HashMap<String, LocalSession>> {
+    fn local_sessions(&self) -> MutexGuard<'_, HashMap<PidKey, LocalSession>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records what `pid` stands for while its socket is connected to this node.
     pub async fn save_live(&self, pid: &str, record: &SessionRecord) {
-        self.live.insert(pid.to_string(), ());
-        self.save(pid, record, None).await;
+        let Some(key) = pid_key(pid) else { return };
+        self.live.insert(key, ());
+        self.save(pid, key, record, None).await;
     }
 
     /// Keeps a disconnected socket's session for the window.
     pub async fn save_disconnected(&self, pid: &str, record: &SessionRecord) {
-        self.live.remove(pid);
-        self.save(pid, record, Some(self.window)).await;
+        let Some(key) = pid_key(pid) else { return };
+        self.live.remove(&key);
+        self.save(pid, key, record, Some(self.window)).await;
     }
 
-    async fn save(&self, pid: &str, record: &SessionRecord, ttl: Option<Duration>) {
+    async fn save(&self, pid: &str, key: PidKey, record: &SessionRecord, ttl: Option<Duration>) {
+        let Ok(json) = serde_json::to_string(record) else { return };
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up())
-            && let Ok(json) = serde_json::to_string(record)
             && Box::pin(redis.save_session(pid, &json, ttl.unwrap_or(self.window + LEASE))).await.is_some()
         {
-            self.local_sessions().remove(pid);
+            self.local_sessions().remove(&key);
             return;
         }
         let expires = ttl.map(|t| Instant::now() + t);
-        self.local_sessions().insert(pid.to_string(), LocalSession { record: record.clone(), expires });
+        self.local_sessions().insert(key, LocalSession { record: json.into_boxed_str(), expires });
     }
 
     /// A session ended by its client (or by the server on purpose): nothing to recover.
     pub async fn forget(&self, pid: &str) {
-        self.live.remove(pid);
-        self.local_sessions().remove(pid);
+        if let Some(key) = pid_key(pid) {
+            self.live.remove(&key);
+            self.local_sessions().remove(&key);
+        }
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             Box::pin(redis.forget_session(pid)).await;
         }
@@ -272,11 +287,13 @@ impl Recovery {
 
     /// What `pid` stands for, if it is known and not expired.
     pub async fn load(&self, pid: &str) -> Option<SessionRecord> {
-        {
+        let key = pid_key(pid)?;
+        let local = {
             let sessions = self.local_sessions();
-            if let Some(s) = sessions.get(pid).filter(|s| s.expires.is_none_or(|e| e > Instant::now())) {
-                return Some(s.record.clone());
-            }
+            sessions.get(&key).filter(|s| s.expires.is_none_or(|e| e > Instant::now())).map(|s| s.record.clone())
+        };
+        if let Some(json) = local {
+            return serde_json::from_str(&json).ok();
         }
         let redis = self.redis.as_ref().filter(|r| r.is_up())?;
         let json = Box::pin(redis.load_session(pid)).await??;
@@ -288,7 +305,11 @@ impl Recovery {
         let now = Instant::now();
         {
             let mut sessions = self.local_sessions();
+            let before = sessions.len();
             sessions.retain(|_, s| s.expires.is_none_or(|e| e > now));
+            if sessions.len() < before {
+                crate::heap::note_freed();
+            }
             // After a burst of disconnects the map would keep its largest size for good.
             if sessions.capacity() > 4 * sessions.len().max(1024) {
                 sessions.shrink_to_fit();
@@ -296,7 +317,7 @@ impl Recovery {
         }
         self.local_log().trim(now, self.window);
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
-            let pids: Vec<String> = self.live.iter().map(|e| e.key().clone()).collect();
+            let pids: Vec<String> = self.live.iter().map(|e| format!("{:032x}", e.key())).collect();
             for chunk in pids.chunks(1000) {
                 Box::pin(redis.extend_sessions(chunk, self.window + LEASE)).await;
             }
@@ -350,6 +371,16 @@ pub fn claim_of(auth: &serde_json::Value) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_ids_are_keys_and_back() {
+        let pid = Recovery::new_pid();
+        let key = pid_key(&pid).expect("a new session id is a key");
+        assert_eq!(format!("{key:032x}"), pid);
+        assert_eq!(pid_key("not-a-session"), None);
+        assert_eq!(pid_key(&format!("{pid}0")), None);
+        assert_eq!(pid_key(&"+".repeat(32)), None);
+    }
 
     #[test]
     fn the_offset_is_read_from_the_end_of_a_packet() {
