@@ -79,3 +79,26 @@ async fn sigterm_during_sends_loses_no_acknowledged_message() {
     let missing: Vec<_> = acknowledged.difference(&stored).collect();
     assert!(missing.is_empty(), "acknowledged but not stored: {missing:?}");
 }
+
+/// Members still online when the node stops are announced offline as their sockets close,
+/// while the stop has already closed the Socket.IO namespace: those announcements find no one
+/// to tell, and must not panic (they did, in socketioxide's `to`, for some of the sockets).
+#[tokio::test]
+async fn sigterm_with_members_online_panics_nowhere() {
+    let app = spawn_app(&[]);
+    let owner = user("owner", COMPANY);
+    let conversation = app.conversation(&owner).await;
+    let members = futures_util::future::join_all((0..300).map(|n| {
+        let (base_url, conversation) = (app.base_url.clone(), conversation.clone());
+        async move {
+            let mut client = SocketClient::connect(&base_url, &user(&format!("member-{n}"), COMPANY)).await.expect("connect");
+            client.join(&conversation).await;
+            client
+        }
+    }))
+    .await;
+    let (status, panics) = tokio::task::spawn_blocking(move || app.terminate_reporting_panics()).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(panics.is_empty(), "the stopping node panicked: {panics:?}");
+    drop(members);
+}

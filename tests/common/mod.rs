@@ -28,6 +28,9 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Every line the server wrote to stderr (its log) so far.
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread copying stderr into `log`: done once the server has exited and its last
+    /// line is in.
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -58,6 +61,16 @@ impl TestApp {
     pub fn restart(mut self) -> TestApp {
         self.kill();
         self.successor()
+    }
+
+    /// Stops the app with SIGTERM, waits for it to exit and for the last of its log, and gives
+    /// the panic reports it wrote (see `panics`).
+    pub fn terminate_reporting_panics(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.sigterm_and_wait();
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+        (status, self.panics())
     }
 
     /// Stops the app with SIGTERM, waits for it to exit, and starts a new one on the same data
@@ -253,7 +266,7 @@ fn start(dir: &Path, env: &[(String, String)]) -> TestApp {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("start chat-service");
-    let log = forward_stderr(&mut child);
+    let (log, log_reader) = forward_stderr(&mut child);
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let base_url = loop {
@@ -279,6 +292,7 @@ fn start(dir: &Path, env: &[(String, String)]) -> TestApp {
         env: env.to_vec(),
         http: reqwest::Client::new(),
         log,
+        log_reader: Some(log_reader),
     }
 }
 
@@ -294,18 +308,18 @@ fn mongo_uri_for(dir: &Path) -> Option<String> {
 
 /// Copies the server's stderr to ours line by line, straight to the descriptor as an inherited
 /// stderr would go (the test harness captures only `eprintln!`), and keeps the lines.
-fn forward_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+fn forward_stderr(child: &mut Child) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let stderr = child.stderr.take().expect("stderr");
     let kept = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             let _ = writeln!(std::io::stderr().lock(), "{line}");
             kept.lock().unwrap().push(line);
         }
     });
-    log
+    (log, reader)
 }
 
 pub fn now() -> u64 {
