@@ -174,6 +174,10 @@ pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<
         .ws_max_message_size(MAX_SOCKET_PAYLOAD as usize)
         .ws_max_frame_size(MAX_SOCKET_PAYLOAD as usize)
         .ws_read_buffer_size(WS_READ_BUFFER)
+        // What the socket handshake reads (`realtime::authenticate`): the bearer token and the
+        // proxies' client address. The rest of a browser's headers (cookies, user agent,
+        // accept lists, often over a kilobyte) would otherwise stay with every socket.
+        .req_headers([axum::http::header::AUTHORIZATION, axum::http::HeaderName::from_static("x-forwarded-for")])
         // No client of the contract sends binary attachments. Refusing them means no socket,
         // authenticated or not, can make the server hold attachment data: a binary packet
         // closes the connection at once instead of being buffered until it completes.

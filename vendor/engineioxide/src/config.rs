@@ -87,6 +87,11 @@ pub struct EngineIoConfig {
     /// Allowed transports on this server
     /// It is represented as a bitfield to allow to combine any number of transports easily
     pub transports: u8,
+
+    /// The request headers a session keeps in its `req_parts` for its whole life; `None`
+    /// (the default) keeps them all. A browser's handshake carries a kilobyte or more of
+    /// headers (cookies, user agent, accept lists) that an application may never read again.
+    pub req_headers: Option<Vec<http::HeaderName>>,
 }
 
 impl Default for EngineIoConfig {
@@ -102,6 +107,7 @@ impl Default for EngineIoConfig {
             ws_max_message_size: 64 << 20,
             ws_max_frame_size: 16 << 20,
             transports: TransportType::Polling as u8 | TransportType::Websocket as u8,
+            req_headers: None,
         }
     }
 }
@@ -207,6 +213,13 @@ impl EngineIoConfigBuilder {
     /// Defaults to 100kb.
     pub fn max_payload(mut self, max_payload: u64) -> Self {
         self.config.max_payload = max_payload;
+        self
+    }
+
+    /// Keeps only these request headers in each session's `req_parts` (see
+    /// [`EngineIoConfig::req_headers`]); by default all are kept.
+    pub fn req_headers(mut self, names: impl IntoIterator<Item = http::HeaderName>) -> Self {
+        self.config.req_headers = Some(names.into_iter().collect());
         self
     }
 

@@ -43,9 +43,18 @@ impl<H: EngineIoHandler> EngineIo<H> {
         self: &Arc<Self>,
         protocol: ProtocolVersion,
         transport: TransportType,
-        req: Parts,
+        mut req: Parts,
         supports_binary: bool,
     ) -> Arc<Socket<H::Data>> {
+        if let Some(names) = &self.config.req_headers {
+            let mut kept = http::HeaderMap::new();
+            for name in names {
+                for value in req.headers.get_all(name) {
+                    kept.append(name.clone(), value.clone());
+                }
+            }
+            req.headers = kept;
+        }
         let engine = self.clone();
         let close_fn = Box::new(move |sid, reason| engine.close_session(sid, reason));
 

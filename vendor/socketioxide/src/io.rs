@@ -214,6 +214,14 @@ impl<A: Adapter> SocketIoBuilder<A> {
         self
     }
 
+    /// Keeps only these request headers in each socket's [`req_parts`](crate::socket::Socket::req_parts)
+    /// (engineioxide's `req_headers`); by default all are kept.
+    #[inline]
+    pub fn req_headers(mut self, names: impl IntoIterator<Item = http::HeaderName>) -> Self {
+        self.engine_config_builder = self.engine_config_builder.req_headers(names);
+        self
+    }
+
     /// The size of the read buffer for the websocket transport.
     /// You can tweak this value depending on your use case. Defaults to 4KiB.
     ///
