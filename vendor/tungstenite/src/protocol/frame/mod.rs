@@ -250,12 +250,22 @@ impl FrameCodec {
     }
 
     /// Read into available `in_buffer` capacity.
+    ///
+    /// A connection with nothing buffered and nothing to read gives its read buffer back, and
+    /// takes a new one of the configured size when data comes: most connections of a server
+    /// are idle most of the time, and the buffer was their largest single allocation.
     fn read_in(&mut self, stream: &mut impl Read) -> io::Result<usize> {
         let len = self.in_buffer.len();
+        if len == 0 && self.in_buffer.capacity() < self.in_buf_max_read {
+            self.in_buffer.reserve(self.in_buf_max_read);
+        }
         debug_assert!(self.in_buffer.capacity() > len);
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
+        if len == 0 && self.header.is_none() && size.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock) {
+            self.in_buffer = BytesMut::new();
+        }
         size
     }
 
@@ -305,8 +315,10 @@ impl FrameCodec {
             }
             self.out_buffer.drain(0..len);
         }
-        // Once a large frame is written, give its space back rather than keep it per connection.
-        if self.out_buffer.capacity() > RETAINED_BUFFER_LIMIT {
+        // Everything is written: give the space back rather than keep it per connection (most
+        // connections of a server are idle between messages; the next write takes a buffer of
+        // the size it needs).
+        if self.out_buffer.capacity() > 0 {
             self.out_buffer = Vec::new();
         }
 
