@@ -73,7 +73,6 @@ use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
     Mutex, Notify,
     mpsc::{self, Receiver, error::TrySendError},
-    watch,
 };
 
 pub use engineioxide_core::Sid;
@@ -166,18 +165,42 @@ pub(crate) type QueuedPackets = Box<PacketBuf>;
 pub(crate) struct InternalRx {
     pub buffered_rx: Receiver<QueuedPackets>,
     pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<QueuedPackets>>,
 }
 
 impl InternalRx {
-    fn new(
-        buffered_rx: Receiver<QueuedPackets>,
-        volatile_rx: watch::Receiver<Option<QueuedPackets>>,
-    ) -> Self {
+    fn new(buffered_rx: Receiver<QueuedPackets>) -> Self {
         Self {
             buffered_rx,
             peeked_packet: None,
-            volatile_rx,
+        }
+    }
+}
+
+/// The latest volatile packets not yet taken by the transport: a newer send replaces them.
+///
+/// A slot and a [`Notify`] inside the socket rather than a `watch` channel: the channel's
+/// shared state (with its eight-way notifier) was a 344-byte allocation per socket, for a
+/// feature most applications never use.
+#[derive(Debug, Default)]
+pub(crate) struct VolatileSlot {
+    packets: std::sync::Mutex<Option<QueuedPackets>>,
+    ready: Notify,
+}
+
+impl VolatileSlot {
+    fn put(&self, packets: QueuedPackets) {
+        *self.packets.lock().unwrap_or_else(|e| e.into_inner()) = Some(packets);
+        self.ready.notify_one();
+    }
+
+    /// Waits for volatile packets and takes them. Dropping the future takes nothing.
+    pub(crate) async fn next(&self) -> QueuedPackets {
+        loop {
+            if let Some(packets) = self.packets.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return packets;
+            }
+            // A `put` between the check and this wait leaves a permit: the wait ends at once.
+            self.ready.notified().await;
         }
     }
 }
@@ -236,10 +259,9 @@ where
     /// Channel to send [PacketBuf] to the internal connection
     pub(crate) internal_tx: mpsc::Sender<QueuedPackets>,
 
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
+    /// Volatile [PacketBuf]s that bypass the internal buffer. Only the latest volatile
     /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<QueuedPackets>>,
+    pub(crate) volatile: VolatileSlot,
 
     /// Signals a Pong (v4 protocol) or Ping (v3 protocol) from the connection to the heartbeat
     /// job. A `Notify` keeps at most one signal, as the one-slot channel it replaces did, for a
@@ -274,7 +296,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
             id: Sid::new(),
@@ -283,10 +304,10 @@ where
             upgrading: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: VolatileSlot::default(),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
@@ -586,7 +607,8 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(Box::new(packets))).is_ok()
+        self.volatile.put(Box::new(packets));
+        true
     }
 }
 
@@ -646,7 +668,6 @@ where
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
             id: sid,
@@ -655,10 +676,10 @@ where
             upgrading: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: VolatileSlot::default(),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),

@@ -126,14 +126,13 @@ where
     let payload = {
         let InternalRx {
             buffered_rx,
-            volatile_rx,
             peeked_packet,
         } = &mut *rx;
 
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
         let rx_stream = stream::iter(peeked_packet.take())
-            .chain(rx_stream::EncoderStream::new(buffered_rx, volatile_rx).map(|packets| *packets));
+            .chain(rx_stream::EncoderStream::new(buffered_rx, &socket.volatile).map(|packets| *packets));
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
@@ -235,8 +234,10 @@ mod rx_stream {
 
     use futures_core::Stream;
     use pin_project_lite::pin_project;
-    use tokio::sync::{mpsc, watch};
+    use tokio::sync::mpsc;
     use tokio_util::sync::ReusableBoxFuture;
+
+    use crate::socket::{QueuedPackets, VolatileSlot};
 
     /// [`ReceiverStream`] is a stream that wraps a [`mpsc::Receiver`] by reference.
     /// Allowing to use it as a stream even if it is behind a mutex.
@@ -258,87 +259,62 @@ mod rx_stream {
         }
     }
 
-    type WatchFutOutput<'a, T> = (
-        Result<(), watch::error::RecvError>,
-        &'a mut watch::Receiver<T>,
-    );
-
-    /// Wraps a [`watch::Receiver`] into a [`Stream`] by reference.
-    /// Allowing to use it as a stream even if it is behind a mutex.
-    ///
-    /// Inspired by <https://docs.rs/tokio-stream/latest/tokio_stream/wrappers/struct.WatchStream.html>
-    pub struct WatchStream<'a, T> {
-        inner: ReusableBoxFuture<'a, WatchFutOutput<'a, T>>,
+    /// The volatile packets of a socket as a [`Stream`], by reference.
+    pub struct VolatileStream<'a> {
+        slot: &'a VolatileSlot,
+        inner: ReusableBoxFuture<'a, QueuedPackets>,
     }
-    impl<'a, T: Send + Sync + 'static> WatchStream<'a, T> {
-        pub fn new(rx: &'a mut watch::Receiver<T>) -> Self {
+
+    impl<'a> VolatileStream<'a> {
+        pub fn new(slot: &'a VolatileSlot) -> Self {
             Self {
-                inner: ReusableBoxFuture::new(make_future(rx)),
+                slot,
+                inner: ReusableBoxFuture::new(slot.next()),
             }
         }
     }
 
-    async fn make_future<T>(
-        rx: &mut watch::Receiver<T>,
-    ) -> (Result<(), watch::error::RecvError>, &mut watch::Receiver<T>) {
-        let result = rx.changed().await;
-        (result, rx)
-    }
-
-    impl<'a, T: Clone + Send + Sync + 'static> Stream for WatchStream<'a, T> {
-        type Item = T;
+    impl Stream for VolatileStream<'_> {
+        type Item = QueuedPackets;
 
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            let (result, rx) = ready!(self.inner.poll(cx));
-            match result {
-                Ok(_) => {
-                    let received = (*rx.borrow_and_update()).clone();
-                    self.inner.set(make_future(rx));
-                    Poll::Ready(Some(received))
-                }
-                Err(_) => {
-                    self.inner.set(make_future(rx));
-                    Poll::Ready(None)
-                }
-            }
+            let packets = ready!(self.inner.poll(cx));
+            let slot = self.slot;
+            self.inner.set(slot.next());
+            Poll::Ready(Some(packets))
         }
     }
-
-    impl<T> Unpin for WatchStream<'_, T> {}
 
     pin_project! {
-        /// Combines a [`WatchStream`] and a [`ReceiverStream`] into a single [`Stream`].
-        pub struct EncoderStream<'a, T> {
+        /// Combines a [`VolatileStream`] and a [`ReceiverStream`] into a single [`Stream`].
+        pub struct EncoderStream<'a> {
             #[pin]
-            watch: WatchStream<'a, Option<T>>,
+            volatile: VolatileStream<'a>,
             #[pin]
-            rx: ReceiverStream<'a, T>,
+            rx: ReceiverStream<'a, QueuedPackets>,
         }
     }
 
-    impl<'a, T: Clone + Send + Sync + 'static> EncoderStream<'a, T> {
-        pub fn new(
-            rx: &'a mut mpsc::Receiver<T>,
-            watch: &'a mut watch::Receiver<Option<T>>,
-        ) -> Self {
+    impl<'a> EncoderStream<'a> {
+        pub fn new(rx: &'a mut mpsc::Receiver<QueuedPackets>, volatile: &'a VolatileSlot) -> Self {
             Self {
                 rx: ReceiverStream::new(rx),
-                watch: WatchStream::new(watch),
+                volatile: VolatileStream::new(volatile),
             }
         }
     }
 
-    impl<'a, T: Clone + Send + Sync + 'static> Stream for EncoderStream<'a, T> {
-        type Item = T;
+    impl Stream for EncoderStream<'_> {
+        type Item = QueuedPackets;
 
         fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             let this = self.project();
-            // low priority: poll the watch stream first, then the rx stream.
+            // low priority: poll the volatile packets after the rx stream.
             // same than with ws transport
             match this.rx.poll_next(cx) {
                 Poll::Ready(v) => Poll::Ready(v),
-                Poll::Pending => match this.watch.poll_next(cx) {
-                    Poll::Ready(Some(v)) => Poll::Ready(v),
+                Poll::Pending => match this.volatile.poll_next(cx) {
+                    Poll::Ready(Some(v)) => Poll::Ready(Some(v)),
                     Poll::Ready(None) | Poll::Pending => Poll::Pending,
                 },
             }

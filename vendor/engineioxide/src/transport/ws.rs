@@ -335,11 +335,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
         return;
     };
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = &mut *internal_rx;
+    let InternalRx { buffered_rx, .. } = &mut *internal_rx;
 
     // Forward buffered packets until the channel is closed or the session is cancelled.
     loop {
@@ -361,14 +357,11 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                 }
             }
             _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in *packets {
-                        feed_packet(&mut tx, item, &socket).await;
-                    }
+            packets = socket.volatile.next() => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
+                for item in *packets {
+                    feed_packet(&mut tx, item, &socket).await;
                 }
             },
         }
