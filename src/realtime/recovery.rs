@@ -94,7 +94,11 @@ struct LocalSession {
 type PidKey = u128;
 
 fn pid_key(pid: &str) -> Option<PidKey> {
-    (pid.len() == 32 && pid.bytes().all(|b| b.is_ascii_hexdigit())).then(|| PidKey::from_str_radix(pid, 16).ok()).flatten()
+    // Checked first: `from_str_radix` would also take a leading `+`.
+    if pid.len() != 32 || !pid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    PidKey::from_str_radix(pid, 16).ok()
 }
 
 pub struct Recovery {

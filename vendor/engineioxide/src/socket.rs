@@ -568,8 +568,8 @@ where
     /// Because volatile messages bypass the main mpsc buffer queue, they may
     /// arrive out of order relative to regular messages.
     ///
-    /// Returns `true` if the message was queued for sending, `false` if it
-    /// was dropped (channel full or transport shutting down).
+    /// Returns `true`: the message is queued, replacing a volatile message
+    /// not yet sent (the `bool` is kept for compatibility).
     #[inline]
     pub fn emit_volatile(&self, msg: impl Into<Str>) -> bool {
         self.send_volatile(smallvec![Packet::Message(msg.into())])
@@ -579,8 +579,8 @@ where
     /// Volatile messages may be dropped if the transport is not ready to
     /// receive them.
     ///
-    /// Returns `true` if the message was queued for sending, `false` if it
-    /// was dropped.
+    /// Returns `true`: the message is queued, replacing a volatile message
+    /// not yet sent (the `bool` is kept for compatibility).
     #[inline]
     pub fn emit_binary_volatile<B: Into<Bytes>>(&self, data: B) -> bool {
         if self.protocol == ProtocolVersion::V3 {
@@ -594,8 +594,8 @@ where
     /// The message and all binary payloads are sent atomically as a single
     /// volatile write.
     ///
-    /// Returns `true` if the message was queued for sending, `false` if it
-    /// was dropped.
+    /// Returns `true`: the message is queued, replacing a volatile message
+    /// not yet sent (the `bool` is kept for compatibility).
     #[inline]
     pub fn emit_many_volatile(&self, msg: Str, data: VecDeque<Bytes>) -> bool {
         let mut packets = SmallVec::with_capacity(1 + data.len());

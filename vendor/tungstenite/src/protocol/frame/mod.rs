@@ -193,6 +193,11 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
+                } else if self.in_buffer.capacity() == 0 {
+                    // An idle connection gave its buffer back (`read_in`): one of the read
+                    // size again, rather than room for a header first and then a second
+                    // allocation for the read.
+                    self.in_buffer.reserve(self.in_buf_max_read);
                 } else {
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
                 }
@@ -256,9 +261,6 @@ impl FrameCodec {
     /// are idle most of the time, and the buffer was their largest single allocation.
     fn read_in(&mut self, stream: &mut impl Read) -> io::Result<usize> {
         let len = self.in_buffer.len();
-        if len == 0 && self.in_buffer.capacity() < self.in_buf_max_read {
-            self.in_buffer.reserve(self.in_buf_max_read);
-        }
         debug_assert!(self.in_buffer.capacity() > len);
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
         let size = stream.read(&mut self.in_buffer[len..]);
