@@ -92,6 +92,7 @@ contract!(
     archiving_concurrently_archives_each_conversation_once,
     message_search_words_phrases_and_scope,
     message_search_follows_edits_and_deletes,
+    message_search_follows_changes_made_before_it,
     message_search_pages_continue_without_repeats,
     conversation_search_matches_message_words,
 );
@@ -835,6 +836,66 @@ async fn message_search_follows_edits_and_deletes(store: Arc<dyn Store>) {
     assert_eq!(found(&store, &search("acme", "shipping")).await, ids(&[&kept]));
     assert!(store.delete_conversation(Scope::Company("acme"), &a.id).await.unwrap());
     assert!(found(&store, &search("acme", "shipping invoices")).await.is_empty());
+}
+
+/// Edits and deletes made before any search looked at the messages (on SQLite, before the
+/// search index caught up with them), then a message stored under a rowid SQLite handed out
+/// again after the highest ones were deleted.
+async fn message_search_follows_changes_made_before_it(store: Arc<dyn Store>) {
+    let a = conversation("acme", 0);
+    let b = conversation("acme", 1);
+    store.insert_conversation(&a).await.unwrap();
+    store.insert_conversation(&b).await.unwrap();
+    let edited = message(&a.id, None, "old words about shipping", 1);
+    let deleted = message(&a.id, None, "shipping was late", 2);
+    let kept = message(&a.id, None, "shipping today", 3);
+    let gone_with_b = message(&b.id, None, "shipping in b", 4);
+    for m in [&edited, &deleted, &kept, &gone_with_b] {
+        store.insert_message(m).await.unwrap();
+    }
+    let change = MessageChange::Content { content: "new text about invoices".into(), edited_at: at(5) };
+    store.update_message(&a.id, &edited.id, &change).await.unwrap().unwrap();
+    assert!(store.soft_delete_message(&a.id, &deleted.id, at(6)).await.unwrap());
+    assert!(store.delete_conversation(Scope::Company("acme"), &b.id).await.unwrap());
+
+    assert_eq!(found(&store, &search("acme", "shipping")).await, ids(&[&kept]), "deleted messages never appear");
+    assert_eq!(found(&store, &search("acme", "invoices")).await, ids(&[&edited]), "an edit is found");
+    assert!(found(&store, &search("acme", "old")).await.is_empty(), "the text before the edit is not");
+
+    // The newest message goes with its conversation once searched; the next one stored takes
+    // its rowid on SQLite, and must still be found.
+    let c = conversation("acme", 2);
+    store.insert_conversation(&c).await.unwrap();
+    store.insert_message(&message(&c.id, None, "shipping from c", 7)).await.unwrap();
+    assert_eq!(found(&store, &search("acme", "shipping")).await.len(), 2);
+    assert!(store.delete_conversation(Scope::Company("acme"), &c.id).await.unwrap());
+    let d = conversation("acme", 3);
+    store.insert_conversation(&d).await.unwrap();
+    let newest = message(&d.id, None, "shipping soon", 8);
+    store.insert_message(&newest).await.unwrap();
+    assert_eq!(found(&store, &search("acme", "shipping")).await, ids(&[&newest, &kept]));
+}
+
+/// Messages stored by a process that stopped before the search index caught up with them are
+/// found by the next process's first search.
+#[tokio::test]
+async fn sqlite_indexes_what_a_stopped_process_left_unindexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = conversation("acme", 0);
+    let stored = message(&a.id, None, "the parcel arrived", 1);
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.insert_conversation(&a).await.unwrap();
+        store.insert_message(&stored).await.unwrap();
+    }
+    let indexed = || {
+        let conn = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM messages_fts", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    assert_eq!(indexed(), 0, "a stored message waits for the catch-up");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    assert_eq!(found(&store, &search("acme", "parcel")).await, ids(&[&stored]));
+    assert_eq!(indexed(), 1);
 }
 
 async fn message_search_pages_continue_without_repeats(store: Arc<dyn Store>) {

@@ -9,11 +9,12 @@
 //! writer, read-modify-write inside a job (thread counters, reactions) is atomic.
 //!
 //! Message search uses an FTS5 index (`messages_fts`, schema version 2) holding each live
-//! message's searchable text under the message's rowid. The writer changes it in the same job
-//! as the message (insert, content edit, soft delete, conversation delete), so the index and
-//! the messages commit together.
+//! message's searchable text under the message's rowid. New messages reach it in batches, and
+//! every search first waits for the batch that covers what was stored before it (see
+//! `search_index`); edits and deletes of indexed messages change it in the message's own job.
 
 mod records;
+mod search_index;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,7 @@ type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     readers: Arc<ReaderPool>,
+    search_index: search_index::Progress,
 }
 
 struct ReaderPool {
@@ -131,7 +133,18 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(ReaderPool { connections: Mutex::new(readers), permits: Semaphore::new(READERS) }),
+            search_index: search_index::Progress::new(),
         })
+    }
+
+    /// Brings the search index up to every message stored before this call (read-your-writes
+    /// for search); a no-op when nothing was stored since the last catch-up.
+    async fn search_ready(&self) -> StoreResult<()> {
+        if let Some(count) = self.search_index.needs_catch_up() {
+            self.write(search_index::catch_up).await?;
+            self.search_index.caught_up(count);
+        }
+        Ok(())
     }
 
     /// Runs `f` inside the writer's current batch transaction and answers after the commit.
@@ -178,6 +191,10 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     if version < 2 {
         migrate_to_search_index(conn)?;
     }
+    if version < 3 {
+        conn.execute_batch(&format!("BEGIN; {} PRAGMA user_version = 3; COMMIT;", search_index::SCHEMA_V3))
+            .map_err(unavailable)?;
+    }
     Ok(())
 }
 
@@ -215,7 +232,8 @@ fn migrate_to_search_index(conn: &Connection) -> StoreResult<()> {
 }
 
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH + 1);
+    let mut last_catch_up = std::time::Instant::now();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -223,6 +241,15 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        if last_catch_up.elapsed() >= search_index::CATCH_UP_INTERVAL {
+            last_catch_up = std::time::Instant::now();
+            batch.push(Box::new(|conn| {
+                if let Err(e) = in_savepoint(conn, search_index::catch_up) {
+                    tracing::error!(error = %e, "sqlite could not index new messages for search");
+                }
+                Box::new(|_| ())
+            }));
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Dropping the jobs drops their reply channels: each caller sees `Unavailable`.
@@ -246,10 +273,14 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
 }
 
 fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
-    conn.execute_batch("SAVEPOINT job").map_err(other)?;
+    // Prepared once and kept: parsing these twice per job showed in the writer's profile.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(other);
+    run("SAVEPOINT job")?;
     let result = f(conn);
-    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    conn.execute_batch(end).map_err(other)?;
+    if result.is_err() {
+        run("ROLLBACK TO job")?;
+    }
+    run("RELEASE job")?;
     result
 }
 
@@ -451,6 +482,9 @@ impl Store for SqliteStore {
     }
 
     async fn list_conversations(&self, filter: &ConversationFilter) -> StoreResult<Page<Conversation>> {
+        if filter.q.is_some() {
+            self.search_ready().await?;
+        }
         let f = filter.clone();
         self.read(move |conn| {
             let mut clauses = vec!["company_id = ?".to_string()];
@@ -570,7 +604,8 @@ impl Store for SqliteStore {
             .map_err(other)?;
             if n > 0 {
                 conn.execute(
-                    "DELETE FROM messages_fts WHERE rowid IN (SELECT rowid FROM messages WHERE conversation_id = ?1)",
+                    "DELETE FROM messages_fts WHERE rowid IN (SELECT rowid FROM messages WHERE conversation_id = ?1 \
+                     AND rowid <= (SELECT indexed_upto FROM search_index_state))",
                     params![id],
                 )
                 .map_err(other)?;
@@ -654,7 +689,7 @@ impl Store for SqliteStore {
 
     async fn insert_message(&self, message: &Message) -> StoreResult<Option<u64>> {
         let m = message.clone();
-        self.write(move |conn| {
+        let stored = self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO messages (id, conversation_id, thread_id, sender_type, sender_id, role, content, \
                  message_type, attachments, ai_metadata, metadata, created_at, deleted) \
@@ -677,7 +712,7 @@ impl Store for SqliteStore {
                 ])
             })
             .map_err(other)?;
-            index_message(conn, conn.last_insert_rowid(), &m.content)?;
+            search_index::on_insert(conn, conn.last_insert_rowid(), &m.content)?;
             let Some(thread_id) = &m.thread_id else { return Ok(None) };
             let mut count = None;
             modify_conversation(conn, Scope::AnyCompany, &m.conversation_id, m.created_at, |c| {
@@ -688,7 +723,11 @@ impl Store for SqliteStore {
             })?;
             Ok(count)
         })
-        .await
+        .await;
+        if stored.is_ok() {
+            self.search_index.message_stored();
+        }
+        stored
     }
 
     async fn get_message(&self, conversation_id: &str, id: &str) -> StoreResult<Option<Message>> {
@@ -824,9 +863,10 @@ impl Store for SqliteStore {
             conn.prepare_cached("UPDATE messages SET content = ?2, metadata = ?3 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![m.id, m.content, to_json(&m.metadata)]))
                 .map_err(other)?;
-            if m.content != before {
-                let rowid = unindex_message(conn, &m.id)?;
-                index_message(conn, rowid, &m.content)?;
+            if m.content != before
+                && let (rowid, true) = search_index::remove(conn, &m.id)?
+            {
+                search_index::index(conn, rowid, &m.content)?;
             }
             Ok(Some(m))
         })
@@ -838,7 +878,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let Some(mut m) = load_message(conn, &cid, &id)? else { return Ok(false) };
             m.metadata.insert("deleted_at".into(), Value::String(crate::domain::time::to_iso(&at)));
-            unindex_message(conn, &m.id)?;
+            search_index::remove(conn, &m.id)?;
             conn.execute("UPDATE messages SET deleted = 1, metadata = ?2 WHERE id = ?1", params![m.id, to_json(&m.metadata)])
                 .map_err(other)?;
             Ok(true)
@@ -885,6 +925,7 @@ impl Store for SqliteStore {
     }
 
     async fn search_messages(&self, search: &MessageSearch) -> StoreResult<Vec<SearchHit>> {
+        self.search_ready().await?;
         let search = search.clone();
         self.read(move |conn| {
             // BM25 is lower for a better match; the score handed out is its negation, so that
@@ -964,26 +1005,6 @@ impl Store for SqliteStore {
     async fn delete_audit_records_before(&self, cutoff: Timestamp, limit: u32) -> StoreResult<u64> {
         self.write(move |conn| records::delete_audit_records_before(conn, cutoff, limit)).await
     }
-}
-
-/// Adds a message's searchable text to the index under its rowid.
-fn index_message(conn: &Connection, rowid: i64, content: &str) -> StoreResult<()> {
-    conn.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")
-        .and_then(|mut s| s.execute(params![rowid, searchable_text(content)]))
-        .map(|_| ())
-        .map_err(other)
-}
-
-/// Takes a message out of the index; returns its rowid.
-fn unindex_message(conn: &Connection, id: &str) -> StoreResult<i64> {
-    let rowid: i64 = conn
-        .prepare_cached("SELECT rowid FROM messages WHERE id = ?1")
-        .and_then(|mut s| s.query_row(params![id], |r| r.get(0)))
-        .map_err(other)?;
-    conn.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")
-        .and_then(|mut s| s.execute(params![rowid]))
-        .map_err(other)?;
-    Ok(rowid)
 }
 
 /// The in-memory effect of a `MessageChange`; shared by stores that update by rewriting.
