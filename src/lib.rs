@@ -19,5 +19,6 @@ pub mod periodic;
 pub mod presence;
 pub mod ratelimit;
 pub mod realtime;
+pub mod sequence;
 pub mod service;
 pub mod store;

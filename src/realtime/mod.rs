@@ -723,8 +723,9 @@ fn on_send<A: Adapter>(
                 return send_failed(&s, temp_id.as_deref(), &refusal, r);
             }
         };
-        turn.wait().await;
-        Box::pin(send(s, rt, session, received, temp_id, checked, r)).await;
+        // Overlaps with the previous send's commit; see `sequence`.
+        let stage = turn.wait_to_start().await;
+        stage.run(Box::pin(send(s, rt, session, received, temp_id, checked, r))).await;
     })
 }
 
@@ -782,6 +783,10 @@ async fn send<A: Adapter>(
         }
         other => other,
     });
+    // Answers leave in the order the sends came, whether or not this one broadcast anything.
+    // Answers leave in the order the sends came, whether or not this one broadcast anything;
+    // and this send is done only after the one before it, which the next one relies on.
+    crate::sequence::earlier_events_done().await;
     // Counted before the answer leaves, as above.
     rt.metrics.send_answered(received, result.is_ok());
     match result {

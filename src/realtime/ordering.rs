@@ -5,7 +5,9 @@
 //! socketioxide spawns a task per event, and tasks may start in any order, so each event takes
 //! its turn synchronously, while socketioxide still calls the handlers in arrival order, and
 //! then waits for the turn before it. Turns are a chain of one-shot channels: nothing runs per
-//! socket when it is idle. The number of turns waiting is bounded per socket and per process;
+//! socket when it is idle. A `message:send` waits only for the previous event to have started
+//! (its write queued) and runs in a `sequence::Stage`, which keeps its broadcasts and answer
+//! after the previous event's (see `sequence`). The number of turns waiting is bounded per socket and per process;
 //! past either bound an event is refused at once ("busy") instead of queueing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,15 +41,23 @@ impl QueueLimits {
 /// One socket's queue of events.
 #[derive(Default)]
 pub struct EventQueue {
-    /// Completion of the latest turn handed out; the next turn waits for it.
-    last: Mutex<Option<oneshot::Receiver<()>>>,
+    /// The latest turn handed out; the next turn waits for it.
+    last: Mutex<Option<Signals>>,
     pending: Arc<AtomicUsize>,
+}
+
+/// What a turn tells the next one: that it started (its write is queued) and that it is done.
+/// Each sender fires when dropped, so a refused or abandoned turn releases the next as well.
+struct Signals {
+    started: oneshot::Receiver<()>,
+    done: oneshot::Receiver<()>,
 }
 
 /// An event's place in its socket's queue and in the process-wide count of pending events.
 /// Dropping it (done, refused or abandoned) lets the socket's next event go.
 pub struct Turn {
-    previous: Option<oneshot::Receiver<()>>,
+    previous: Option<Signals>,
+    started: Option<oneshot::Sender<()>>,
     _done: oneshot::Sender<()>,
     _socket: Pending,
     _process: Pending,
@@ -76,9 +86,10 @@ impl EventQueue {
     pub fn turn(&self, limits: &QueueLimits) -> Option<Turn> {
         let socket = take(&self.pending, limits.per_socket)?;
         let process = take(&limits.pending, limits.per_process)?;
-        let (done, finished) = oneshot::channel();
-        let previous = self.last.lock().unwrap_or_else(|e| e.into_inner()).replace(finished);
-        Some(Turn { previous, _done: done, _socket: socket, _process: process })
+        let (started_tx, started) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let previous = self.last.lock().unwrap_or_else(|e| e.into_inner()).replace(Signals { started, done });
+        Some(Turn { previous, started: Some(started_tx), _done: done_tx, _socket: socket, _process: process })
     }
 }
 
@@ -87,8 +98,25 @@ impl Turn {
     pub async fn wait(&mut self) {
         if let Some(previous) = self.previous.take() {
             // An error only means the earlier turn was dropped: it is finished either way.
-            let _ = previous.await;
+            let _ = previous.done.await;
         }
+    }
+
+    /// Waits until the previous event has started (queued its write, or finished) and returns
+    /// the stage to run this event in: it lets the next event start once this one's write is
+    /// queued, and holds this one's broadcasts until the previous event is done. Each event
+    /// is done only after the one before it, since its stage waits for that before answering.
+    pub async fn wait_to_start(&mut self) -> crate::sequence::Stage {
+        let previous = self.previous.take();
+        let earlier_done = match previous {
+            Some(Signals { started, done }) => {
+                let _ = started.await;
+                Some(done)
+            }
+            None => None,
+        };
+        let started = self.started.take().unwrap_or_else(|| oneshot::channel().0);
+        crate::sequence::Stage::new(started, earlier_done)
     }
 }
 

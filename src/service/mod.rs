@@ -99,6 +99,8 @@ impl ChatService {
     }
 
     async fn emit(&self, conversation_id: &str, event: &'static str, payload: &RawValue) {
+        // A socket's sends overlap (see `sequence`): this one's broadcasts follow the earlier ones'.
+        crate::sequence::earlier_events_done().await;
         self.broadcaster.to_room(conversation_id, event, payload).await;
     }
 
