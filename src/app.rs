@@ -295,6 +295,7 @@ fn assemble<A: Adapter + DefinedAdapter>(
     // requests are held to the same limits as REST.
     let router = http::router(ctx)
         .layer(socket_layer)
+        .layer(tower::util::MapRequestLayer::new(keep_handshake_extensions))
         .layer(axum::middleware::from_fn(http::middleware::limit_request_head))
         .layer(http::middleware::cors(config));
     (Assembled { router, service, sockets }, ready)
@@ -320,6 +321,25 @@ fn detach_head<B>(req: &mut axum::extract::Request<B>) {
             *value = copy;
         }
     }
+}
+
+/// Leaves a Socket.IO request only the extensions its session uses: the peer address (read at
+/// the handshake) and hyper's pending upgrade (taken by the WebSocket transport).
+///
+/// engineioxide keeps a copy of the handshake request for the life of the session, and by the
+/// time the request reaches it axum has added the route's match and URL parameters: about
+/// 0.4 KB per idle connection of maps and boxes no one reads again.
+fn keep_handshake_extensions<B>(mut req: axum::extract::Request<B>) -> axum::extract::Request<B> {
+    if req.uri().path().starts_with(SOCKET_IO_PATH) {
+        let all = std::mem::take(req.extensions_mut());
+        if let Some(peer) = all.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+            req.extensions_mut().insert(*peer);
+        }
+        if let Some(upgrade) = all.get::<hyper::upgrade::OnUpgrade>() {
+            req.extensions_mut().insert(upgrade.clone());
+        }
+    }
+    req
 }
 
 /// Headers hyper parses before giving up on a request head (its default is 100).

@@ -197,6 +197,7 @@ async fn every_mutating_route_and_event_leaves_exactly_one_record() {
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0]["action"].as_str(), sent[0]["transport"].as_str()), (Some("message.create"), Some("socket")));
     assert_eq!(sent[0]["actor"], json!({ "type": "user", "id": "alice" }));
+    assert_eq!(sent[0]["clientAddress"], "127.0.0.1", "a socket event's record names the handshake's address");
     let threaded = by_subject(&socket_thread);
     assert_eq!((threaded.len(), threaded[0]["action"].as_str()), (1, Some("thread.create")));
     let (sent_id, thread_id) = (sent[0]["requestId"].as_str().unwrap(), threaded[0]["requestId"].as_str().unwrap());

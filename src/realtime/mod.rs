@@ -83,8 +83,9 @@ pub struct Session {
     events_seen: AtomicU64,
     /// The private session id given in the CONNECT answer (connection state recovery on).
     pid: OnceLock<String>,
-    /// What a recovered socket is still owed once its CONNECT is sent.
-    replay: Mutex<Option<Replay>>,
+    /// What a recovered socket is still owed once its CONNECT is sent (boxed: most sockets
+    /// never have one, and every session would carry its size).
+    replay: Mutex<Option<Box<Replay>>>,
     /// Taken for each write of the session's record, so they land in order.
     record_writes: tokio::sync::Mutex<()>,
 }
@@ -268,7 +269,7 @@ async fn authenticate<A: Adapter>(s: SocketRef<A>, State(rt): Rt, TryData(auth):
         }
         let pid = match restored {
             Some((pid, replay)) => {
-                *session.replay.lock().unwrap_or_else(|p| p.into_inner()) = Some(replay);
+                *session.replay.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(replay));
                 pid
             }
             None => Recovery::new_pid(),
@@ -426,7 +427,7 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(sessio
     };
     let owed = session.replay.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let (Some(owed), Some(recovery)) = (owed, &rt.recovery) {
-        Box::pin(replay(&s, &rt, recovery, &session, owed)).await;
+        Box::pin(replay(&s, &rt, recovery, &session, *owed)).await;
     }
     session.remember_rooms(&rt).await;
     if first_socket.everywhere().await {

@@ -56,8 +56,10 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
     sid: Option<Sid>,
     req: Request<R>,
 ) -> Result<Response<ResponseBody<B>>, Error> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let req = Request::from_parts(parts.clone(), body);
+    // The session keeps `parts` for its whole life; the pending upgrade is taken from `req`.
+    parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
 
     let ws_key = parts
         .headers
