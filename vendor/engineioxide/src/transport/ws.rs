@@ -321,100 +321,111 @@ where
 /// Forwards all packets waiting to be sent to the websocket
 ///
 /// The websocket stream is flushed only when the internal channel is drained
-async fn forward_to_socket<H: EngineIoHandler, S>(
+fn forward_to_socket<H: EngineIoHandler, S>(
     socket: Arc<Socket<H::Data>>,
     mut tx: SplitSink<WebSocketStream<S>, Message>,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // A polling request that was in progress during the upgrade may still hold the lock.
-    let lock = socket.internal_rx.lock();
-    let Some(mut internal_rx) = lock
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    else {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
-        return;
-    };
-    let InternalRx { buffered_rx, .. } = &mut *internal_rx;
+    // An `async` block rather than an `async fn`: the latter moves its arguments into locals
+    // and keeps both copies in the task, which lives as long as the connection.
+    async move {
+        // A polling request that was in progress during the upgrade may still hold the lock.
+        let lock = socket.internal_rx.lock();
+        let Some(mut internal_rx) = lock
+            .with_cancellation_token(&socket.cancellation_token)
+            .await
+        else {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
+            return;
+        };
+        let InternalRx { buffered_rx, .. } = &mut *internal_rx;
 
-    // Forward buffered packets until the channel is closed or the session is cancelled.
-    loop {
-        tokio::select! {
-            biased;
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        for item in *packets {
-                            feed_packet(&mut tx, item, &socket).await;
-                        }
-                        while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in *packets {
-                                feed_packet(&mut tx, item, &socket).await;
+        // Forward buffered packets until the channel is closed or the session is cancelled.
+        loop {
+            tokio::select! {
+                biased;
+                items = buffered_rx.recv() => {
+                    match items {
+                        Some(packets) => {
+                            feed_packets(&mut tx, packets, &socket).await;
+                            while let Ok(packets) = buffered_rx.try_recv() {
+                                feed_packets(&mut tx, packets, &socket).await;
                             }
                         }
+                        None => break
                     }
-                    None => break
                 }
+                _ = socket.cancellation_token.cancelled() => break,
+                packets = socket.volatile.next() => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
+                    feed_packets(&mut tx, packets, &socket).await;
+                },
             }
-            _ = socket.cancellation_token.cancelled() => break,
-            packets = socket.volatile.next() => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                for item in *packets {
-                    feed_packet(&mut tx, item, &socket).await;
-                }
-            },
+
+            #[cfg(feature = "tracing")]
+            tracing::trace!(sid = %socket.id, "ws flush");
+            tx.flush().await.ok();
         }
 
         #[cfg(feature = "tracing")]
-        tracing::trace!(sid = %socket.id, "ws flush");
+        tracing::trace!(sid = %socket.id, "ws closing flush");
+
         tx.flush().await.ok();
+        tx.close().await.ok();
     }
-
-    #[cfg(feature = "tracing")]
-    tracing::trace!(sid = %socket.id, "ws closing flush");
-
-    tx.flush().await.ok();
-    tx.close().await.ok();
 }
-/// Feeds one packet to the websocket, unflushed. A function of its own rather than inline in
-/// the writer's loop: each of the loop's await points would otherwise keep its own copy of
-/// these locals in the writer task, which lives as long as the connection.
-async fn feed_packet<D, S>(
+
+/// Feeds a batch of packets to the websocket, unflushed. A function of its own rather than
+/// inline in the writer's loop, and written so that only the sink's `Feed` future and an
+/// index wait across an await: the batch's by-value iterator (two packets inline) and the
+/// packet being converted would otherwise sit in the writer task for the connection's life.
+async fn feed_packets<D, S>(
     tx: &mut SplitSink<WebSocketStream<S>, Message>,
-    item: Packet,
+    mut packets: crate::socket::QueuedPackets,
     socket: &Socket<D>,
 ) where
     D: Default + Send + Sync + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let res = match item {
+    for i in 0..packets.len() {
+        let item = std::mem::replace(&mut packets[i], Packet::Noop);
+        let Some(message) = ws_message(item, socket.protocol) else {
+            continue;
+        };
+        if let Err(_e) = tx.feed(message).await {
+            #[cfg(feature = "tracing")]
+            tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+        }
+    }
+}
+
+/// The websocket message for a packet; `None` for a packet not to be sent.
+fn ws_message(item: Packet, protocol: ProtocolVersion) -> Option<Message> {
+    match item {
         Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-            if socket.protocol == ProtocolVersion::V3 {
+            if protocol == ProtocolVersion::V3 {
                 // v3 protocol requires packet type as the first byte.
                 // This requires a new buffer. This is OK as it is only for the V3 protocol.
                 let mut buff = Vec::with_capacity(bin.len() + 1);
                 buff.push(0x04);
                 buff.extend(bin);
-                tx.feed(Message::Binary(buff.into())).await
+                Some(Message::Binary(buff.into()))
             } else {
-                tx.feed(Message::Binary(bin)).await
+                Some(Message::Binary(bin))
             }
         }
         // A Noop Packet maybe sent by the server to upgrade from a polling connection
         // In the case that the packet was not poll in time it will remain in the buffer and therefore
         // it should be discarded here
-        Packet::Noop => Ok(()),
+        Packet::Noop => None,
         _ => {
             let packet: String = item.try_into().unwrap();
-            tx.feed(Message::Text(packet.into())).await
+            Some(Message::Text(packet.into()))
         }
-    };
-    if let Err(_e) = res {
-        #[cfg(feature = "tracing")]
-        tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
     }
 }
 
