@@ -147,6 +147,44 @@ mod tests {
         assert_eq!(limits.pending(), 0);
     }
 
+    /// The second send starts while the first is still running (its write queued), and
+    /// still emits only after the first is done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_send_starts_once_the_previous_write_is_queued_and_emits_after_it() {
+        let queue = EventQueue::default();
+        let limits = QueueLimits::new(10, 10);
+        let (mut first, mut second) = (queue.turn(&limits).unwrap(), queue.turn(&limits).unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (second_started, first_may_finish) = oneshot::channel::<()>();
+        let first_log = log.clone();
+        let first_task = tokio::spawn(async move {
+            let stage = first.wait_to_start().await;
+            stage
+                .run(async {
+                    crate::sequence::write_queued();
+                    first_may_finish.await.unwrap();
+                    crate::sequence::earlier_events_done().await;
+                    first_log.lock().unwrap().push("first");
+                })
+                .await;
+            drop(first);
+        });
+        let second_log = log.clone();
+        let second_task = tokio::spawn(async move {
+            let stage = second.wait_to_start().await;
+            second_started.send(()).unwrap();
+            stage
+                .run(async {
+                    crate::sequence::earlier_events_done().await;
+                    second_log.lock().unwrap().push("second");
+                })
+                .await;
+        });
+        let both = async { (first_task.await.unwrap(), second_task.await.unwrap()) };
+        tokio::time::timeout(std::time::Duration::from_secs(10), both).await.expect("the second send started early");
+        assert_eq!(*log.lock().unwrap(), ["first", "second"]);
+    }
+
     #[test]
     fn bounded_per_socket_and_per_process() {
         let limits = QueueLimits::new(4, 6);
