@@ -181,7 +181,7 @@ mod tests {
                 .await;
         });
         let both = async { (first_task.await.unwrap(), second_task.await.unwrap()) };
-        tokio::time::timeout(std::time::Duration::from_secs(10), both).await.expect("the second send started early");
+        tokio::time::timeout(std::time::Duration::from_secs(10), both).await.expect("the second send could not start while the first was running");
         assert_eq!(*log.lock().unwrap(), ["first", "second"]);
     }
 
