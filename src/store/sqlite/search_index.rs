@@ -23,13 +23,15 @@ use super::other;
 use crate::domain::searchable_text;
 use crate::store::StoreResult;
 
-/// Schema version 3: the mark, starting where version 2 (which indexed every insert) left it.
+/// Schema version 3: the mark, starting where version 2 (which indexed every insert, or has
+/// just rebuilt the index) left it. Rerunnable, for a rebuild after a manual `VACUUM` (README
+/// "Search").
 pub(super) const SCHEMA_V3: &str = r#"
-CREATE TABLE search_index_state (
+CREATE TABLE IF NOT EXISTS search_index_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     indexed_upto INTEGER NOT NULL
 );
-INSERT INTO search_index_state (id, indexed_upto) SELECT 1, COALESCE(MAX(rowid), 0) FROM messages;
+INSERT OR REPLACE INTO search_index_state (id, indexed_upto) SELECT 1, COALESCE(MAX(rowid), 0) FROM messages;
 "#;
 
 /// How often the writer folds newly stored messages into the index while it is busy.
