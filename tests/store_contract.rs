@@ -808,7 +808,18 @@ async fn message_search_words_phrases_and_scope(store: Arc<dyn Store>) {
     assert_eq!(hit.message, card, "a hit is the stored message");
 }
 
-async fn message_search_follows_edits_and_deletes(store: Arc<dyn Store>) {
+/// Two conversations and four messages about shipping: one to edit, one to delete, one to
+/// keep, and one in the conversation to delete.
+struct Shipping {
+    a: Conversation,
+    b: Conversation,
+    edited: Message,
+    deleted: Message,
+    kept: Message,
+    gone_with_b: Message,
+}
+
+async fn shipping(store: &Arc<dyn Store>) -> Shipping {
     let a = conversation("acme", 0);
     let b = conversation("acme", 1);
     store.insert_conversation(&a).await.unwrap();
@@ -820,6 +831,11 @@ async fn message_search_follows_edits_and_deletes(store: Arc<dyn Store>) {
     for m in [&edited, &deleted, &kept, &gone_with_b] {
         store.insert_message(m).await.unwrap();
     }
+    Shipping { a, b, edited, deleted, kept, gone_with_b }
+}
+
+async fn message_search_follows_edits_and_deletes(store: Arc<dyn Store>) {
+    let Shipping { a, b, edited, deleted, kept, gone_with_b } = shipping(&store).await;
     assert_eq!(found(&store, &search("acme", "shipping")).await.len(), 4);
 
     let change = MessageChange::Content { content: "new text about invoices".into(), edited_at: at(5) };
@@ -842,17 +858,7 @@ async fn message_search_follows_edits_and_deletes(store: Arc<dyn Store>) {
 /// search index caught up with them), then a message stored under a rowid SQLite handed out
 /// again after the highest ones were deleted.
 async fn message_search_follows_changes_made_before_it(store: Arc<dyn Store>) {
-    let a = conversation("acme", 0);
-    let b = conversation("acme", 1);
-    store.insert_conversation(&a).await.unwrap();
-    store.insert_conversation(&b).await.unwrap();
-    let edited = message(&a.id, None, "old words about shipping", 1);
-    let deleted = message(&a.id, None, "shipping was late", 2);
-    let kept = message(&a.id, None, "shipping today", 3);
-    let gone_with_b = message(&b.id, None, "shipping in b", 4);
-    for m in [&edited, &deleted, &kept, &gone_with_b] {
-        store.insert_message(m).await.unwrap();
-    }
+    let Shipping { a, b, edited, deleted, kept, gone_with_b } = shipping(&store).await;
     let change = MessageChange::Content { content: "new text about invoices".into(), edited_at: at(5) };
     store.update_message(&a.id, &edited.id, &change).await.unwrap().unwrap();
     assert!(store.soft_delete_message(&a.id, &deleted.id, at(6)).await.unwrap());
