@@ -784,7 +784,6 @@ async fn send<A: Adapter>(
         }
         other => other,
     });
-    // Answers leave in the order the sends came, whether or not this one broadcast anything.
     // Answers leave in the order the sends came, whether or not this one broadcast anything;
     // and this send is done only after the one before it, which the next one relies on.
     crate::sequence::earlier_events_done().await;

@@ -287,7 +287,7 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
 /// preempt the runtime thread that queued it; the writer runs when that thread waits or its
 /// time slice ends, and finds more jobs to commit together. Where the writer has a core of its
 /// own this changes nothing; where it shares one with the runtime (one core, or all busy) it
-/// halves the pages written per message and removes most context switches (README
+/// cuts the pages written per message by a third or more and most context switches (README
 /// "Performance"). Failure only loses that.
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]
