@@ -858,7 +858,7 @@ async fn message_search_follows_edits_and_deletes(store: Arc<dyn Store>) {
 /// search index caught up with them), then a message stored under a rowid SQLite handed out
 /// again after the highest ones were deleted.
 async fn message_search_follows_changes_made_before_it(store: Arc<dyn Store>) {
-    let Shipping { a, b, edited, deleted, kept, gone_with_b } = shipping(&store).await;
+    let Shipping { a, b, edited, deleted, kept, gone_with_b: _ } = shipping(&store).await;
     let change = MessageChange::Content { content: "new text about invoices".into(), edited_at: at(5) };
     store.update_message(&a.id, &edited.id, &change).await.unwrap().unwrap();
     assert!(store.soft_delete_message(&a.id, &deleted.id, at(6)).await.unwrap());
