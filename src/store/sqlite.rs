@@ -29,7 +29,7 @@ use crate::domain::attachment::StoredAttachment;
 use crate::domain::audit::{AuditFilter, AuditRecord};
 use crate::domain::time::{from_millis, Timestamp};
 use crate::domain::{
-    searchable_text, toggle_reaction, Channel, Conversation, ConversationChanges, ConversationFilter, Message,
+    toggle_reaction, Channel, Conversation, ConversationChanges, ConversationFilter, Message,
     MessageSearch, MessageType, Reaction, Role, SearchHit, SearchQuery, SenderType, Status, Thread, ThreadScope,
 };
 
@@ -215,15 +215,7 @@ fn migrate_to_search_index(conn: &Connection) -> StoreResult<()> {
     conn.execute_batch("BEGIN").map_err(unavailable)?;
     let filled = (|| -> rusqlite::Result<u64> {
         conn.execute_batch(SCHEMA_V2)?;
-        let mut read = conn.prepare("SELECT rowid, content FROM messages WHERE deleted = 0")?;
-        let mut write = conn.prepare("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?;
-        let mut rows = read.query([])?;
-        let mut n = 0;
-        while let Some(row) = rows.next()? {
-            let content: String = row.get(1)?;
-            write.execute(params![row.get::<_, i64>(0)?, searchable_text(&content)])?;
-            n += 1;
-        }
+        let n = search_index::index_live_after(conn, 0)?;
         conn.execute_batch("PRAGMA user_version = 2")?;
         Ok(n)
     })();

@@ -48,17 +48,7 @@ pub(super) fn indexed_upto(conn: &Connection) -> StoreResult<i64> {
 /// Returns how many messages were indexed.
 pub(super) fn catch_up(conn: &Connection) -> StoreResult<u64> {
     let from = indexed_upto(conn)?;
-    let mut read = conn
-        .prepare_cached("SELECT rowid, content FROM messages WHERE rowid > ?1 AND deleted = 0 ORDER BY rowid")
-        .map_err(other)?;
-    let mut rows = read.query(params![from]).map_err(other)?;
-    let mut indexed = 0;
-    while let Some(row) = rows.next().map_err(other)? {
-        let rowid: i64 = row.get(0).map_err(other)?;
-        let content: String = row.get(1).map_err(other)?;
-        index(conn, rowid, &content)?;
-        indexed += 1;
-    }
+    let indexed = index_live_after(conn, from).map_err(other)?;
     conn.prepare_cached(
         "UPDATE search_index_state SET indexed_upto = MAX(indexed_upto, (SELECT COALESCE(MAX(rowid), 0) FROM messages)) \
          WHERE id = 1",
@@ -91,12 +81,29 @@ pub(super) fn remove(conn: &Connection, id: &str) -> StoreResult<(i64, bool)> {
     Ok((rowid, true))
 }
 
+/// Adds every live message above rowid `after` to the index; returns how many. Also the
+/// backfill of schema version 2, from rowid 0.
+pub(super) fn index_live_after(conn: &Connection, after: i64) -> rusqlite::Result<u64> {
+    let mut read =
+        conn.prepare_cached("SELECT rowid, content FROM messages WHERE rowid > ?1 AND deleted = 0 ORDER BY rowid")?;
+    let mut rows = read.query(params![after])?;
+    let mut indexed = 0;
+    while let Some(row) = rows.next()? {
+        insert(conn, row.get(0)?, &row.get::<_, String>(1)?)?;
+        indexed += 1;
+    }
+    Ok(indexed)
+}
+
 /// Adds a message's searchable text to the index under its rowid.
 pub(super) fn index(conn: &Connection, rowid: i64, content: &str) -> StoreResult<()> {
+    insert(conn, rowid, content).map_err(other)
+}
+
+fn insert(conn: &Connection, rowid: i64, content: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")
         .and_then(|mut s| s.execute(params![rowid, searchable_text(content)]))
         .map(|_| ())
-        .map_err(other)
 }
 
 /// What the async side knows about the catch-up, so that a search only waits for one when a
