@@ -624,12 +624,7 @@ impl Store for SqliteStore {
             }
             .map_err(other)?;
             if n > 0 {
-                conn.execute(
-                    "DELETE FROM messages_fts WHERE rowid IN (SELECT rowid FROM messages WHERE conversation_id = ?1 \
-                     AND rowid <= (SELECT indexed_upto FROM search_index_state))",
-                    params![id],
-                )
-                .map_err(other)?;
+                search_index::remove_conversation(conn, &id)?;
                 conn.execute("DELETE FROM messages WHERE conversation_id = ?1", params![id]).map_err(other)?;
             }
             Ok(n > 0)

@@ -81,6 +81,17 @@ pub(super) fn remove(conn: &Connection, id: &str) -> StoreResult<(i64, bool)> {
     Ok((rowid, true))
 }
 
+/// Takes a conversation's indexed messages out of the index (before the messages go).
+pub(super) fn remove_conversation(conn: &Connection, conversation_id: &str) -> StoreResult<()> {
+    conn.prepare_cached(
+        "DELETE FROM messages_fts WHERE rowid IN (SELECT rowid FROM messages WHERE conversation_id = ?1 \
+         AND rowid <= (SELECT indexed_upto FROM search_index_state WHERE id = 1))",
+    )
+    .and_then(|mut s| s.execute(params![conversation_id]))
+    .map(|_| ())
+    .map_err(other)
+}
+
 /// Adds every live message above rowid `after` to the index; returns how many. Also the
 /// backfill of schema version 2, from rowid 0.
 pub(super) fn index_live_after(conn: &Connection, after: i64) -> rusqlite::Result<u64> {
