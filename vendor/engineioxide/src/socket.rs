@@ -114,30 +114,25 @@ impl From<&Error> for Option<DisconnectReason> {
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
 pub struct Permit<'a> {
-    inner: mpsc::Permit<'a, QueuedPackets>,
+    inner: mpsc::Permit<'a, SharedPackets>,
 }
 impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(Box::new(smallvec![Packet::Message(msg)]));
+        self.inner.send(SharedPackets::message(msg));
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(Box::new(smallvec![Packet::Binary(data)]));
+        self.inner.send(SharedPackets::new(smallvec![Packet::Binary(data)]));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
     ///
     /// It can be used to ensure atomicity when sending a string packet with adjacent binary packets.
     pub fn emit_many(self, msg: Str, data: VecDeque<Bytes>) {
-        let mut packets = SmallVec::with_capacity(data.len() + 1);
-        packets.push(Packet::Message(msg));
-        for d in data {
-            packets.push(Packet::Binary(d));
-        }
-        self.inner.send(Box::new(packets));
+        self.inner.send(SharedPackets::message_with_binaries(msg, data));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -149,26 +144,98 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Box::new(packets));
+        self.inner.send(SharedPackets::new(packets));
+    }
+
+    /// Consume the permit and emit packets that may be queued for other sockets as well
+    /// (a broadcast builds them once for all its recipients).
+    #[inline]
+    pub fn emit_shared(self, packets: SharedPackets) {
+        self.inner.send(packets);
     }
 }
 
-/// What a socket's outgoing channel carries: packets to be sent together, boxed.
+/// Packets to be sent together, as a socket's outgoing channel carries them.
 ///
-/// The channel allocates its first block of 32 slots when it is created, whatever its
-/// capacity; a slot holding a [`PacketBuf`] inline is 168 bytes, so every socket paid 5.4 KB
-/// before sending anything. Boxed, the block is under 400 bytes, for one small allocation per
-/// packet sent.
-pub(crate) type QueuedPackets = Box<PacketBuf>;
+/// Behind one pointer: tokio's `mpsc` allocates its first block of 32 slots when the channel
+/// is created, whatever its capacity, and a slot holding a [`PacketBuf`] inline is 168 bytes,
+/// 5.4 KB per socket before it sent anything; as a pointer the block is under 400 bytes.
+/// Shared: a broadcast builds its packets once and queues the same allocation for every
+/// recipient, and the websocket text frame of a single message (`"4"` + the message) is built
+/// by the first writer that sends it and reused by the others, instead of one allocation and
+/// one copy of the message per recipient for each.
+#[derive(Debug, Clone)]
+pub struct SharedPackets(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    packets: PacketBuf,
+    ws_text: std::sync::OnceLock<tokio_tungstenite::tungstenite::Utf8Bytes>,
+}
+
+impl SharedPackets {
+    pub(crate) fn new(packets: PacketBuf) -> Self {
+        SharedPackets(Arc::new(Shared {
+            packets,
+            ws_text: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// A message.
+    pub fn message(msg: Str) -> Self {
+        Self::new(smallvec![Packet::Message(msg)])
+    }
+
+    /// A message followed by its binary attachments, sent together.
+    pub fn message_with_binaries(msg: Str, data: impl IntoIterator<Item = Bytes>) -> Self {
+        let data = data.into_iter();
+        let mut packets = SmallVec::with_capacity(1 + data.size_hint().0);
+        packets.push(Packet::Message(msg));
+        packets.extend(data.map(Packet::Binary));
+        Self::new(packets)
+    }
+
+    /// A binary message.
+    pub fn binary(data: Bytes) -> Self {
+        Self::new(smallvec![Packet::Binary(data)])
+    }
+
+    pub(crate) fn packets(&self) -> &[Packet] {
+        &self.0.packets
+    }
+
+    /// The packets by value: moved out when no other socket shares them, cloned otherwise
+    /// (a clone of a packet shares its payload).
+    pub(crate) fn into_packets(self) -> PacketBuf {
+        match Arc::try_unwrap(self.0) {
+            Ok(shared) => shared.packets,
+            Err(shared) => shared.packets.clone(),
+        }
+    }
+
+    /// The websocket text frame of a single message, built once for all who share it.
+    pub(crate) fn ws_text(&self) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes> {
+        let [Packet::Message(msg)] = self.0.packets.as_slice() else {
+            return None;
+        };
+        let text = self.0.ws_text.get_or_init(|| {
+            let mut frame = String::with_capacity(msg.len() + 1);
+            frame.push('4');
+            frame.push_str(msg);
+            frame.into()
+        });
+        Some(text.clone())
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct InternalRx {
-    pub buffered_rx: Receiver<QueuedPackets>,
+    pub buffered_rx: Receiver<SharedPackets>,
     pub peeked_packet: Option<PacketBuf>,
 }
 
 impl InternalRx {
-    fn new(buffered_rx: Receiver<QueuedPackets>) -> Self {
+    fn new(buffered_rx: Receiver<SharedPackets>) -> Self {
         Self {
             buffered_rx,
             peeked_packet: None,
@@ -183,18 +250,18 @@ impl InternalRx {
 /// feature most applications never use.
 #[derive(Debug, Default)]
 pub(crate) struct VolatileSlot {
-    packets: std::sync::Mutex<Option<QueuedPackets>>,
+    packets: std::sync::Mutex<Option<SharedPackets>>,
     ready: Notify,
 }
 
 impl VolatileSlot {
-    fn put(&self, packets: QueuedPackets) {
+    fn put(&self, packets: SharedPackets) {
         *self.packets.lock().unwrap_or_else(|e| e.into_inner()) = Some(packets);
         self.ready.notify_one();
     }
 
     /// Waits for volatile packets and takes them. Dropping the future takes nothing.
-    pub(crate) async fn next(&self) -> QueuedPackets {
+    pub(crate) async fn next(&self) -> SharedPackets {
         loop {
             if let Some(packets) = self.packets.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return packets;
@@ -257,7 +324,7 @@ where
     pub(crate) internal_rx: Mutex<InternalRx>,
 
     /// Channel to send [PacketBuf] to the internal connection
-    pub(crate) internal_tx: mpsc::Sender<QueuedPackets>,
+    pub(crate) internal_tx: mpsc::Sender<SharedPackets>,
 
     /// Volatile [PacketBuf]s that bypass the internal buffer. Only the latest volatile
     /// message is retained; subsequent volatile sends overwrite the previous one.
@@ -327,13 +394,13 @@ where
         tracing::debug!(?packet, "sending packet");
 
         self.internal_tx
-            .try_send(Box::new(smallvec![packet]))
+            .try_send(SharedPackets::new(smallvec![packet]))
             .map_err(|p| match p {
-                TrySendError::Full(mut p) => {
+                TrySendError::Full(p) => {
                     self.close_overflowing();
-                    TrySendError::Full(p.pop().unwrap())
+                    TrySendError::Full(p.into_packets().pop().unwrap())
                 }
-                TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
+                TrySendError::Closed(p) => TrySendError::Closed(p.into_packets().pop().unwrap()),
             })?;
         Ok(())
     }
@@ -422,7 +489,7 @@ where
             tracing::trace!(sid = ?self.id, "emitting ping");
 
             self.internal_tx
-                .try_send(Box::new(smallvec![Packet::Ping]))
+                .try_send(SharedPackets::new(smallvec![Packet::Ping]))
                 .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
@@ -452,7 +519,7 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
             self.internal_tx
-                .try_send(Box::new(smallvec![Packet::Pong]))
+                .try_send(SharedPackets::new(smallvec![Packet::Pong]))
                 .map_err(|_| Error::HeartbeatTimeout)?;
         }
     }
@@ -607,7 +674,7 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile.put(Box::new(packets));
+        self.volatile.put(SharedPackets::new(packets));
         true
     }
 }

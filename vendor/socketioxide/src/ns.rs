@@ -315,9 +315,10 @@ impl<A: Adapter> InnerEmitter for Namespace<A> {
 
     fn send_many(&self, sids: BroadcastIter<'_>, data: Value) -> Result<(), Vec<SocketError>> {
         let sockets = self.sockets.read().unwrap();
+        let packets = crate::socket::shared_packets(&data);
         let errs: Vec<SocketError> = sids
             .filter_map(|sid| sockets.get(&sid))
-            .filter_map(|socket| socket.send_raw(data.clone()).err())
+            .filter_map(|socket| socket.send_shared(&data, &packets).err())
             .collect();
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use engineioxide::socket::{DisconnectReason as EIoDisconnectReason, Permit};
+use engineioxide::socket::{DisconnectReason as EIoDisconnectReason, Permit, SharedPackets};
 use serde::Serialize;
 use tokio::sync::{
     mpsc::error::TrySendError,
@@ -111,6 +111,17 @@ pub(crate) trait PermitExt<'a> {
     fn send(self, packet: Packet, parser: Parser);
     fn send_raw(self, value: Value);
 }
+/// A broadcast's packets, built once for all its recipients.
+pub(crate) fn shared_packets(value: &Value) -> SharedPackets {
+    match value {
+        Value::Str(msg, None) => SharedPackets::message(msg.clone()),
+        Value::Str(msg, Some(bin_payloads)) => {
+            SharedPackets::message_with_binaries(msg.clone(), bin_payloads.iter().cloned())
+        }
+        Value::Bytes(bin) => SharedPackets::binary(bin.clone()),
+    }
+}
+
 impl<'a> PermitExt<'a> for Permit<'a> {
     fn send(self, packet: Packet, parser: Parser) {
         match parser.encode(packet) {
@@ -810,21 +821,30 @@ impl<A: Adapter> Socket<A> {
         permit.send(packet, self.parser);
         Ok(())
     }
-    pub(crate) fn send_raw(&self, value: Value) -> Result<(), SocketError> {
-        {
-            let mut held = self.held.lock().unwrap();
-            if let Some(held) = held.as_mut() {
-                if held.packets.len() < held.limit {
-                    held.packets.push(value);
-                    return Ok(());
-                }
-                #[cfg(feature = "tracing")]
-                tracing::warn!(sid = %self.id, "held broadcasts over the limit: closing the connection");
-                self.esocket.close(EIoDisconnectReason::TransportError);
-                return Err(SocketError::InternalChannelFull);
-            }
+    /// Sends one broadcast to this socket, or holds it (see [`Socket::hold_broadcasts`]):
+    /// `packets` are `value` as built once for all the broadcast's recipients.
+    pub(crate) fn send_shared(&self, value: &Value, packets: &SharedPackets) -> Result<(), SocketError> {
+        if let Some(held) = self.hold_if_held(value) {
+            return held;
         }
-        self.send_raw_now(value)
+        let permit = self.reserve()?;
+        permit.emit_shared(packets.clone());
+        Ok(())
+    }
+
+    /// Keeps a broadcast for later if the socket's broadcasts are held, and says how that went;
+    /// `None` if they are not held.
+    fn hold_if_held(&self, value: &Value) -> Option<Result<(), SocketError>> {
+        let mut held = self.held.lock().unwrap();
+        let held = held.as_mut()?;
+        if held.packets.len() < held.limit {
+            held.packets.push(value.clone());
+            return Some(Ok(()));
+        }
+        #[cfg(feature = "tracing")]
+        tracing::warn!(sid = %self.id, "held broadcasts over the limit: closing the connection");
+        self.esocket.close(EIoDisconnectReason::TransportError);
+        Some(Err(SocketError::InternalChannelFull))
     }
 
     fn send_raw_now(&self, value: Value) -> Result<(), SocketError> {

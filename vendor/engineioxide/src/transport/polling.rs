@@ -132,7 +132,7 @@ where
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
         let rx_stream = stream::iter(peeked_packet.take())
-            .chain(rx_stream::EncoderStream::new(buffered_rx, &socket.volatile).map(|packets| *packets));
+            .chain(rx_stream::EncoderStream::new(buffered_rx, &socket.volatile).map(crate::socket::SharedPackets::into_packets));
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
@@ -237,7 +237,7 @@ mod rx_stream {
     use tokio::sync::mpsc;
     use tokio_util::sync::ReusableBoxFuture;
 
-    use crate::socket::{QueuedPackets, VolatileSlot};
+    use crate::socket::{SharedPackets, VolatileSlot};
 
     /// [`ReceiverStream`] is a stream that wraps a [`mpsc::Receiver`] by reference.
     /// Allowing to use it as a stream even if it is behind a mutex.
@@ -262,7 +262,7 @@ mod rx_stream {
     /// The volatile packets of a socket as a [`Stream`], by reference.
     pub struct VolatileStream<'a> {
         slot: &'a VolatileSlot,
-        inner: ReusableBoxFuture<'a, QueuedPackets>,
+        inner: ReusableBoxFuture<'a, SharedPackets>,
     }
 
     impl<'a> VolatileStream<'a> {
@@ -275,7 +275,7 @@ mod rx_stream {
     }
 
     impl Stream for VolatileStream<'_> {
-        type Item = QueuedPackets;
+        type Item = SharedPackets;
 
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             let packets = ready!(self.inner.poll(cx));
@@ -291,12 +291,12 @@ mod rx_stream {
             #[pin]
             volatile: VolatileStream<'a>,
             #[pin]
-            rx: ReceiverStream<'a, QueuedPackets>,
+            rx: ReceiverStream<'a, SharedPackets>,
         }
     }
 
     impl<'a> EncoderStream<'a> {
-        pub fn new(rx: &'a mut mpsc::Receiver<QueuedPackets>, volatile: &'a VolatileSlot) -> Self {
+        pub fn new(rx: &'a mut mpsc::Receiver<SharedPackets>, volatile: &'a VolatileSlot) -> Self {
             Self {
                 rx: ReceiverStream::new(rx),
                 volatile: VolatileStream::new(volatile),
@@ -305,7 +305,7 @@ mod rx_stream {
     }
 
     impl Stream for EncoderStream<'_> {
-        type Item = QueuedPackets;
+        type Item = SharedPackets;
 
         fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             let this = self.project();

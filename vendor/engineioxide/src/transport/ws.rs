@@ -361,7 +361,7 @@ where
                 _ = socket.cancellation_token.cancelled() => break,
                 packets = socket.volatile.next() => {
                     #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
+                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.packets().len());
                     feed_packets(&mut tx, packets, &socket).await;
                 },
             }
@@ -381,19 +381,26 @@ where
 
 /// Feeds a batch of packets to the websocket, unflushed. A function of its own rather than
 /// inline in the writer's loop, and written so that only the sink's `Feed` future and an
-/// index wait across an await: the batch's by-value iterator (two packets inline) and the
-/// packet being converted would otherwise sit in the writer task for the connection's life.
+/// index wait across an await: the packet being converted would otherwise sit in the writer
+/// task for the connection's life.
 async fn feed_packets<D, S>(
     tx: &mut SplitSink<WebSocketStream<S>, Message>,
-    mut packets: crate::socket::QueuedPackets,
+    packets: crate::socket::SharedPackets,
     socket: &Socket<D>,
 ) where
     D: Default + Send + Sync + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    for i in 0..packets.len() {
-        let item = std::mem::replace(&mut packets[i], Packet::Noop);
-        let Some(message) = ws_message(item, socket.protocol) else {
+    // A single message (every broadcast) is framed once for all the sockets it goes to.
+    if let Some(text) = packets.ws_text() {
+        if let Err(_e) = tx.feed(Message::Text(text)).await {
+            #[cfg(feature = "tracing")]
+            tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+        }
+        return;
+    }
+    for i in 0..packets.packets().len() {
+        let Some(message) = ws_message(packets.packets()[i].clone(), socket.protocol) else {
             continue;
         };
         if let Err(_e) = tx.feed(message).await {
@@ -488,7 +495,7 @@ where
     // We send a last Noop request to close a potential waiting polling request.
     socket
         .internal_tx
-        .send(Box::new(smallvec![Packet::Noop]))
+        .send(crate::socket::SharedPackets::new(smallvec![Packet::Noop]))
         .await
         .map_err(|_| Error::Upgrade)?;
 
