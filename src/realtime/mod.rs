@@ -790,9 +790,17 @@ async fn send<A: Adapter>(
     // Counted before the answer leaves, as above.
     rt.metrics.send_answered(received, result.is_ok());
     match result {
-        Ok(message) => r.ok(&json!({ "ok": true, "message": message })),
+        Ok(message) => r.ok(&MessageSent { ok: true, message: &message }),
         Err(e) => send_failed(&s, temp_id.as_deref(), &e, r),
     }
+}
+
+/// The answer to a stored `message:send`: `{ ok: true, message }`, serialized straight from
+/// the message (a `json!` value would first copy every field into a map, once per send).
+#[derive(Serialize)]
+struct MessageSent<'a> {
+    ok: bool,
+    message: &'a crate::domain::Message,
 }
 
 async fn on_typing<A: Adapter>(s: SocketRef<A>, State(rt): Rt, Extension(session): Sess, TryData(data): TryData<Value>, r: Responder<A>) {

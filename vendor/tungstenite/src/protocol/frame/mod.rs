@@ -103,6 +103,9 @@ where
 /// one is released once the frame is done with.
 const RETAINED_BUFFER_LIMIT: usize = 16 * 1024;
 
+/// The write buffer taken when a write starts with none (see `buffer_frame`).
+const FIRST_OUT_BUFFER: usize = 4096;
+
 /// A codec for WebSocket frames.
 #[derive(Debug)]
 pub(super) struct FrameCodec {
@@ -288,7 +291,11 @@ impl FrameCodec {
 
         trace!("writing frame {frame}");
 
-        self.out_buffer.reserve(frame.len());
+        // The buffer is given back after every complete write (see `write_out_buffer`); taken
+        // again at the size a frame needs, a burst of frames would then grow it by doubling,
+        // one reallocation and copy per doubling.
+        let first = if self.out_buffer.capacity() == 0 { FIRST_OUT_BUFFER } else { 0 };
+        self.out_buffer.reserve(frame.len().max(first));
         frame.format_into_buf(&mut self.out_buffer).expect("Bug: can't write to vector");
 
         if self.out_buffer.len() > self.out_buffer_write_len {
