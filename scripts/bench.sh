@@ -12,7 +12,7 @@
 #   DURATION=10 WARMUP=2 DRAIN=5     seconds measured, warmed up, and allowed for late deliveries
 #   CLIENTS=2000 ROOM=40             throughput population
 #   RATES="40000 80000"              offered deliveries/s reported as rows
-#   SAT_RATES="120000 160000 200000 240000 280000 320000 400000 440000 480000"  saturation search (points where deliveries
+#   SAT_RATES="120000 160000 200000 240000 260000 280000 320000 400000 440000 480000"  saturation search (points where deliveries
 #                                    were lost do not count): stops at the first rate a
 #                                    server delivers less than 90 % of
 #   MEM_CLIENTS=18000 MEM_RATE=40000 memory: idle connections, then joined and chatting at MEM_RATE
@@ -27,7 +27,7 @@ if [[ "${1:-}" == "--quick" ]]; then
   : "${MEM_CLIENTS:=2000}" "${MEM_RATE:=10000}" "${CHURN_CYCLES:=1000}"
 fi
 : "${DURATION:=10}" "${WARMUP:=2}" "${DRAIN:=5}" "${CLIENTS:=2000}" "${ROOM:=40}"
-: "${RATES:=40000 80000}" "${SAT_RATES:=120000 160000 200000 240000 280000 320000 400000 440000 480000}"
+: "${RATES:=40000 80000}" "${SAT_RATES:=120000 160000 200000 240000 260000 280000 320000 400000 440000 480000}"
 : "${MEM_CLIENTS:=18000}" "${MEM_RATE:=40000}" "${CHURN_CYCLES:=10000}"
 : "${SERVERS:=chat bare node}" "${SERVER_CORE:=0}" "${LOADGEN_CORE:=1}"
 : "${OUT:=$root/target/bench}"
