@@ -67,6 +67,11 @@ async fn main() {
         eprintln!("chat-service: server error: {e}");
         std::process::exit(1);
     }
+    // Everything acknowledged is stored and the audit trail is flushed. Exiting here rather
+    // than returning skips the runtime's teardown, which cancels the tasks still running
+    // (disconnect handlers announcing their users offline through the store); the MongoDB
+    // driver panics when a task of its own is cancelled under an operation in flight.
+    std::process::exit(0);
 }
 
 /// Exit code of `chat-service healthcheck`: 0 when the service answers `/health` with 200,
