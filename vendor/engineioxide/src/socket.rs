@@ -125,7 +125,7 @@ impl Permit<'_> {
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(SharedPackets::new(smallvec![Packet::Binary(data)]));
+        self.inner.send(SharedPackets::binary(data));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.

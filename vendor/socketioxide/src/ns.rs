@@ -315,7 +315,7 @@ impl<A: Adapter> InnerEmitter for Namespace<A> {
 
     fn send_many(&self, sids: BroadcastIter<'_>, data: Value) -> Result<(), Vec<SocketError>> {
         let sockets = self.sockets.read().unwrap();
-        let packets = crate::socket::shared_packets(&data);
+        let packets = crate::socket::shared_packets(data.clone());
         let errs: Vec<SocketError> = sids
             .filter_map(|sid| sockets.get(&sid))
             .filter_map(|socket| socket.send_shared(&data, &packets).err())

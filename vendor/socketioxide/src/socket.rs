@@ -111,32 +111,23 @@ pub(crate) trait PermitExt<'a> {
     fn send(self, packet: Packet, parser: Parser);
     fn send_raw(self, value: Value);
 }
-/// A broadcast's packets, built once for all its recipients.
-pub(crate) fn shared_packets(value: &Value) -> SharedPackets {
+/// The packets of an encoded value, as a socket's channel carries them; a broadcast builds
+/// them once for all its recipients.
+pub(crate) fn shared_packets(value: Value) -> SharedPackets {
     match value {
-        Value::Str(msg, None) => SharedPackets::message(msg.clone()),
-        Value::Str(msg, Some(bin_payloads)) => {
-            SharedPackets::message_with_binaries(msg.clone(), bin_payloads.iter().cloned())
-        }
-        Value::Bytes(bin) => SharedPackets::binary(bin.clone()),
+        Value::Str(msg, None) => SharedPackets::message(msg),
+        Value::Str(msg, Some(bin_payloads)) => SharedPackets::message_with_binaries(msg, bin_payloads),
+        Value::Bytes(bin) => SharedPackets::binary(bin),
     }
 }
 
 impl<'a> PermitExt<'a> for Permit<'a> {
     fn send(self, packet: Packet, parser: Parser) {
-        match parser.encode(packet) {
-            Value::Str(msg, None) => self.emit(msg),
-            Value::Str(msg, Some(bin_payloads)) => self.emit_many(msg, bin_payloads),
-            Value::Bytes(bin) => self.emit_binary(bin),
-        }
+        self.send_raw(parser.encode(packet));
     }
 
     fn send_raw(self, value: Value) {
-        match value {
-            Value::Str(msg, None) => self.emit(msg),
-            Value::Str(msg, Some(bin_payloads)) => self.emit_many(msg, bin_payloads),
-            Value::Bytes(bin) => self.emit_binary(bin),
-        }
+        self.emit_shared(shared_packets(value));
     }
 }
 
