@@ -12,9 +12,10 @@
 #   DURATION=10 WARMUP=2 DRAIN=5     seconds measured, warmed up, and allowed for late deliveries
 #   CLIENTS=2000 ROOM=40             throughput population
 #   RATES="40000 80000"              offered deliveries/s reported as rows
-#   SAT_RATES="120000 160000 200000 240000 260000 280000 320000 400000 440000 480000"  saturation search (points where deliveries
-#                                    were lost do not count): stops at the first rate a
-#                                    server delivers less than 90 % of
+#   SAT_RATES="120000 160000 200000 240000 260000 280000 320000 400000 440000 480000"
+#                                    saturation search (points where deliveries were lost do
+#                                    not count): stops at the first rate a server delivers
+#                                    less than 90 % of
 #   MEM_CLIENTS=18000 MEM_RATE=40000 memory: idle connections, then joined and chatting at MEM_RATE
 #   CHURN_CYCLES=10000               connect/join/disconnect cycles
 #   SERVERS="chat bare node"         which servers to run
@@ -104,6 +105,13 @@ field() { # result line, key
   sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" ${1#RESULT }"
 }
 
+# Saturation search: keeps the most delivered point so far (in best, best_line) and sets got.
+consider() { # offered rate, result line
+  got=$(field "$2" delivered_per_s); got=${got:-0}
+  local lost; lost=$(field "$2" lost); lost=${lost:-1}
+  if (( got > best && lost == 0 )); then best=$got best_line="${got}/s (offered $1, p50 $(field "$2" p50_ms) ms, p99 $(field "$2" p99_ms) ms)"; fi
+}
+
 declare -A cell
 for s in $SERVERS; do
   echo "== $s: throughput" >&2
@@ -117,14 +125,12 @@ for s in $SERVERS; do
     r=$(run_loadgen "$OUT/$s-open-$rate.txt" "$LOADGEN_CORE" "${open[@]}" --rate "$rate")
     echo "   $rate/s offered: $r" >&2
     cell[$s,rate$rate]="$(field "$r" us_per_delivery) us/delivery, p99 $(field "$r" p99_ms) ms, $(field "$r" delivered_per_s)/s delivered, $(field "$r" lost) lost, $(field "$r" ctx_switches_per_s) cs/s"
-    got=$(field "$r" delivered_per_s); got=${got:-0}; lost=$(field "$r" lost); lost=${lost:-1}
-    if (( got > best && lost == 0 )); then best=$got best_line="${got}/s (offered $rate, p50 $(field "$r" p50_ms) ms, p99 $(field "$r" p99_ms) ms)"; fi
+    consider "$rate" "$r"
   done
   for rate in $SAT_RATES; do
     r=$(run_loadgen "$OUT/$s-sat-$rate.txt" "$LOADGEN_CORE" "${open[@]}" --rate "$rate")
     echo "   $rate/s offered: $r" >&2
-    got=$(field "$r" delivered_per_s); got=${got:-0}; lost=$(field "$r" lost); lost=${lost:-1}
-    if (( got > best && lost == 0 )); then best=$got best_line="${got}/s (offered $rate, p50 $(field "$r" p50_ms) ms, p99 $(field "$r" p99_ms) ms)"; fi
+    consider "$rate" "$r"
     if (( got * 10 < rate * 9 )); then break; fi
   done
   cell[$s,sat]="${best_line:-n/a}"
