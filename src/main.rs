@@ -11,8 +11,15 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    if std::env::args_os().nth(1).is_none() {
+        chat_service::heap::use_small_thread_caches();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("healthcheck") => std::process::exit(run_healthcheck().await),
