@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::recent_errors::RecentErrors;
 use crate::agent::AgentClient;
-use crate::archive::{ArchiveJob, AuditRetentionJob};
+use crate::archive::{Sweep, SweepJob};
 use crate::auth::Authenticator;
 use crate::cluster::pubsub::PubSub;
 use crate::cluster::{Cluster, ClusterError};
@@ -196,10 +196,12 @@ pub async fn build(config: &Config, recent_errors: Arc<RecentErrors>) -> Result<
     };
     crate::heap::spawn_trimmer(config.heap_trim_interval);
     if let Some(after) = config.archive_after {
-        ArchiveJob { service: service.clone(), cluster: cluster.clone(), after, interval: config.archive_interval }.spawn();
+        let sweep = Sweep::ArchiveInactiveConversations;
+        SweepJob { sweep, service: service.clone(), cluster: cluster.clone(), age: after, interval: config.archive_interval }.spawn();
     }
     if let (true, Some(keep)) = (config.audit, config.audit_retention) {
-        AuditRetentionJob { service: service.clone(), cluster, keep, interval: config.audit_retention_interval }.spawn();
+        let sweep = Sweep::DeleteExpiredAuditRecords;
+        SweepJob { sweep, service: service.clone(), cluster, age: keep, interval: config.audit_retention_interval }.spawn();
     }
     Ok(App {
         router,

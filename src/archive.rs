@@ -1,9 +1,11 @@
-//! The periodic jobs over stored data. The archive job (`ARCHIVE_AFTER_DAYS`,
-//! `ARCHIVE_INTERVAL_MS`): once per interval, conversations without an update or a message for longer than the threshold are archived.
-//! One node per round with Redis (`periodic`); without it every node runs every round, which
-//! is harmless, since archiving is idempotent and a conversation is archived and announced by
-//! one node only, just repeated work (several SQLite nodes on one machine, say, each scan the
-//! same file).
+//! The periodic sweeps over stored data, each run in rounds by `periodic` (one node per round
+//! with Redis). Both are harmless when repeated, so without Redis every node runs every round:
+//! just repeated work (several SQLite nodes on one machine, say, each scan the same file).
+//! - Archiving (`ARCHIVE_AFTER_DAYS`, `ARCHIVE_INTERVAL_MS`): conversations without an update
+//!   or a message for longer than the age are archived; a conversation is archived and
+//!   announced by one node only.
+//! - Audit retention (`AUDIT_RETENTION_DAYS`, `AUDIT_RETENTION_INTERVAL_MS`): audit records
+//!   older than the age are deleted; deleting what is already deleted does nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,60 +15,50 @@ use crate::domain::time::now;
 use crate::periodic::Rounds;
 use crate::service::ChatService;
 
-pub struct ArchiveJob {
-    pub service: Arc<ChatService>,
-    pub cluster: Option<Arc<Cluster>>,
-    /// Inactivity after which a conversation is archived.
-    pub after: Duration,
-    pub interval: Duration,
+/// What a sweep does to the data older than its age.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    ArchiveInactiveConversations,
+    DeleteExpiredAuditRecords,
 }
 
-impl ArchiveJob {
-    /// Runs the job for the life of the process.
-    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
-        tracing::info!(
-            after_days = self.after.as_secs() / 86_400,
-            interval_ms = self.interval.as_millis() as u64,
-            "archive job scheduled"
-        );
-        let rounds = Rounds { job: "archive", cluster: self.cluster.clone(), interval: self.interval };
-        let job = Arc::new(self);
-        rounds.spawn(move |slot| {
-            let job = job.clone();
-            async move { job.round(slot).await }
-        })
+impl Sweep {
+    /// Names the job in the Redis round keys (`periodic::Rounds::job`).
+    fn job(self) -> &'static str {
+        match self {
+            Sweep::ArchiveInactiveConversations => "archive",
+            Sweep::DeleteExpiredAuditRecords => "audit-retention",
+        }
     }
 
-    async fn round(&self, slot: u64) {
-        let started = Instant::now();
-        let Ok(after) = chrono::Duration::from_std(self.after) else { return };
-        match self.service.archive_inactive(now() - after).await {
-            Ok(archived) => {
-                tracing::info!(slot, archived, took_ms = started.elapsed().as_millis() as u64, "archive round")
-            }
-            Err(e) => tracing::warn!(slot, error = %e, "archive round failed; the next one tries again"),
+    /// Names it in its log lines (`archive round`, `audit retention round`).
+    fn label(self) -> &'static str {
+        match self {
+            Sweep::ArchiveInactiveConversations => "archive",
+            Sweep::DeleteExpiredAuditRecords => "audit retention",
         }
     }
 }
 
-/// The audit retention job (`AUDIT_RETENTION_DAYS`, `AUDIT_RETENTION_INTERVAL_MS`): once per
-/// interval, on one node with Redis, audit records older than the retention are deleted.
-/// Deleting what is already deleted does nothing, so rounds on several nodes are harmless too.
-pub struct AuditRetentionJob {
+pub struct SweepJob {
+    pub sweep: Sweep,
     pub service: Arc<ChatService>,
     pub cluster: Option<Arc<Cluster>>,
-    pub keep: Duration,
+    /// What is older than this is swept.
+    pub age: Duration,
     pub interval: Duration,
 }
 
-impl AuditRetentionJob {
+impl SweepJob {
+    /// Runs the job for the life of the process.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tracing::info!(
-            keep_days = self.keep.as_secs() / 86_400,
+            age_days = self.age.as_secs() / 86_400,
             interval_ms = self.interval.as_millis() as u64,
-            "audit retention job scheduled"
+            "{} job scheduled",
+            self.sweep.label()
         );
-        let rounds = Rounds { job: "audit-retention", cluster: self.cluster.clone(), interval: self.interval };
+        let rounds = Rounds { job: self.sweep.job(), cluster: self.cluster.clone(), interval: self.interval };
         let job = Arc::new(self);
         rounds.spawn(move |slot| {
             let job = job.clone();
@@ -76,12 +68,18 @@ impl AuditRetentionJob {
 
     async fn round(&self, slot: u64) {
         let started = Instant::now();
-        let Ok(keep) = chrono::Duration::from_std(self.keep) else { return };
-        match self.service.delete_expired_audit_records(now() - keep).await {
-            Ok(deleted) => {
-                tracing::info!(slot, deleted, took_ms = started.elapsed().as_millis() as u64, "audit retention round")
+        let Ok(age) = chrono::Duration::from_std(self.age) else { return };
+        let cutoff = now() - age;
+        let swept = match self.sweep {
+            Sweep::ArchiveInactiveConversations => self.service.archive_inactive(cutoff).await.map(|n| n as u64),
+            Sweep::DeleteExpiredAuditRecords => self.service.delete_expired_audit_records(cutoff).await,
+        };
+        let label = self.sweep.label();
+        match swept {
+            Ok(swept) => {
+                tracing::info!(slot, swept, took_ms = started.elapsed().as_millis() as u64, "{label} round")
             }
-            Err(e) => tracing::warn!(slot, error = %e, "audit retention round failed; the next one tries again"),
+            Err(e) => tracing::warn!(slot, error = %e, "{label} round failed; the next one tries again"),
         }
     }
 }
