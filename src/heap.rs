@@ -4,8 +4,9 @@
 //! the process stays at its high-water mark although most of it is free (10,000
 //! connect/disconnect cycles left 66 MB resident where 27 MB were in use). Every
 //! `HEAP_TRIM_INTERVAL_MS`, if a TCP connection closed (or a disconnected socket's recovery
-//! session expired) since the last round, `malloc_trim` returns the free pages of every arena. It runs on a blocking thread; it briefly holds each
-//! arena's lock, so it runs only after closes and at most once per interval.
+//! session expired) since the last round, `malloc_trim` returns the free pages of every arena.
+//! It runs on a blocking thread; it briefly holds each arena's lock, so it runs only after
+//! closes and at most once per interval.
 //!
 //! `malloc_trim` cannot give back a page that holds a block still in use, and the blocks in
 //! a thread's cache (glibc's tcache, up to 7 freed blocks per size up to 1 KiB) count as in
