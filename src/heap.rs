@@ -53,7 +53,8 @@ pub const THREAD_CACHE_TUNABLE: &str = "glibc.malloc.tcache_max=256";
 /// environment once, as the process starts, so the process executes itself again (same pid,
 /// arguments and descriptors) with the tunable added to `GLIBC_TUNABLES`. Call it first in
 /// `main`, before any thread starts. An operator's own `glibc.malloc.tcache_max` is kept; if
-/// the executable cannot be run again the process carries on as it is.
+/// the executable cannot be run again the process carries on as it is. Tools that preload a
+/// library and do not follow an exec (heaptrack) need `GLIBC_TUNABLES` set beforehand.
 pub fn use_small_thread_caches() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
