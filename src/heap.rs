@@ -59,7 +59,12 @@ pub fn use_small_thread_caches() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
-        let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        let current = match std::env::var("GLIBC_TUNABLES") {
+            Ok(tunables) => tunables,
+            Err(std::env::VarError::NotPresent) => String::new(),
+            // Not text: the operator's value, left as it is.
+            Err(std::env::VarError::NotUnicode(_)) => return,
+        };
         if current.contains("glibc.malloc.tcache_max") {
             return;
         }

@@ -1,4 +1,6 @@
 //! `chat-service`: reads the configuration, starts the app, serves until Ctrl-C or SIGTERM.
+//! Before anything else it executes itself again once with glibc's thread caches limited to
+//! small blocks (`heap::use_small_thread_caches`).
 //! `chat-service healthcheck` instead asks the running service for `/health` (exit 0 or 1).
 
 use std::sync::Arc;
