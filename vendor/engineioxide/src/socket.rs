@@ -639,7 +639,7 @@ where
     /// not yet sent (the `bool` is kept for compatibility).
     #[inline]
     pub fn emit_volatile(&self, msg: impl Into<Str>) -> bool {
-        self.send_volatile(smallvec![Packet::Message(msg.into())])
+        self.send_volatile(SharedPackets::message(msg.into()))
     }
 
     /// Try to send a volatile binary message bypassing the internal buffer channel.
@@ -651,9 +651,9 @@ where
     #[inline]
     pub fn emit_binary_volatile<B: Into<Bytes>>(&self, data: B) -> bool {
         if self.protocol == ProtocolVersion::V3 {
-            self.send_volatile(smallvec![Packet::BinaryV3(data.into())])
+            self.send_volatile(SharedPackets::new(smallvec![Packet::BinaryV3(data.into())]))
         } else {
-            self.send_volatile(smallvec![Packet::Binary(data.into())])
+            self.send_volatile(SharedPackets::binary(data.into()))
         }
     }
 
@@ -665,16 +665,11 @@ where
     /// not yet sent (the `bool` is kept for compatibility).
     #[inline]
     pub fn emit_many_volatile(&self, msg: Str, data: VecDeque<Bytes>) -> bool {
-        let mut packets = SmallVec::with_capacity(1 + data.len());
-        packets.push(Packet::Message(msg));
-        for bin in data {
-            packets.push(Packet::Binary(bin));
-        }
-        self.send_volatile(packets)
+        self.send_volatile(SharedPackets::message_with_binaries(msg, data))
     }
 
-    pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile.put(SharedPackets::new(packets));
+    pub(crate) fn send_volatile(&self, packets: SharedPackets) -> bool {
+        self.volatile.put(packets);
         true
     }
 }
