@@ -14,22 +14,24 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() {
-    if std::env::args_os().nth(1).is_none() {
-        chat_service::heap::use_small_thread_caches();
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime");
-    runtime.block_on(run());
-}
-
-async fn run() {
     match std::env::args().nth(1).as_deref() {
-        None => {}
-        Some("healthcheck") => std::process::exit(run_healthcheck().await),
+        None => {
+            chat_service::heap::use_small_thread_caches();
+            runtime().block_on(serve());
+        }
+        Some("healthcheck") => std::process::exit(runtime().block_on(run_healthcheck())),
         Some(other) => {
             eprintln!("chat-service: unknown argument {other:?}; usage: chat-service [healthcheck]");
             std::process::exit(2);
         }
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime")
+}
+
+async fn serve() {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
